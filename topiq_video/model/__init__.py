@@ -1,0 +1,1 @@
+"""CFANet network, checkpoint registry and weight handling."""

@@ -1,0 +1,1 @@
+"""Report writers: JSON, CSV and self-contained HTML."""

@@ -1,0 +1,1 @@
+"""Video sources, colour conversion and full-reference alignment."""
