@@ -1,0 +1,417 @@
+"""Finding, downloading, verifying and caching TOPIQ checkpoints.
+
+Resolution order: an explicit local file (``weights=PATH``), then the cache, then a
+download. Downloads come from ``$TOPIQ_VIDEO_WEIGHTS_URL/<file>`` when that mirror is set
+(and only from there), else from the published URLs in order. A download is written to a
+temporary file next to the cache entry and moved into place only once it is complete and
+loads as a checkpoint of the right architecture; its sha256 is then recorded in a sidecar
+file (``<file>.sha256``) and checked on every later cache hit.
+
+Checkpoints are untrusted input: they are only ever read with ``weights_only=True``, which
+refuses pickles that would run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import platformdirs
+
+from topiq_video.errors import WeightsError
+from topiq_video.model.registry import CheckpointInfo
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+ENV_CACHE = "TOPIQ_VIDEO_CACHE"
+ENV_WEIGHTS_URL = "TOPIQ_VIDEO_WEIGHTS_URL"
+APP_NAME = "topiq-video"
+WEIGHTS_SUBDIR = "weights"
+SIDECAR_SUFFIX = ".sha256"
+DOWNLOAD_TIMEOUT_S = 60.0  # per connect / per read, not for the whole transfer
+CHUNK_BYTES = 1 << 20
+USER_AGENT = "topiq-video (+https://github.com/chaofengc/IQA-PyTorch weights)"
+
+SOURCE_LOCAL = "local"
+SOURCE_CACHE = "cache"
+SOURCE_DOWNLOAD = "download"
+
+STATE_OK = "ok"
+STATE_PRESENT = "present"  # in the cache with a sidecar, not re-hashed
+STATE_UNVERIFIED = "unverified"  # in the cache without a sidecar (e.g. copied in by hand)
+STATE_CORRUPT = "corrupt"
+STATE_MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A checkpoint file ready to load, its sha256 and where it came from."""
+
+    path: Path
+    sha256: str
+    source: str  # "local" | "cache" | "download"
+
+
+@dataclass(frozen=True)
+class CacheStatus:
+    """State of one checkpoint in the cache: ok, present, unverified, corrupt or missing."""
+
+    name: str
+    path: Path
+    state: str
+    detail: str = ""
+
+
+def cache_dir() -> Path:
+    """Root of topiq-video's cache: ``$TOPIQ_VIDEO_CACHE`` or the platform's user cache dir."""
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def weights_dir() -> Path:
+    """Folder inside the cache that holds checkpoints and their sha256 sidecars."""
+    return cache_dir() / WEIGHTS_SUBDIR
+
+
+def cached_path(info: CheckpointInfo) -> Path:
+    return weights_dir() / info.filename
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_sidecar(path: Path) -> str | None:
+    try:
+        text = _sidecar(path).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    token = text.split()[0].lower() if text else ""
+    return token if len(token) == 64 else None
+
+
+def _write_sidecar(path: Path, sha256: str) -> None:
+    side = _sidecar(path)
+    tmp = side.with_name(side.name + ".tmp")
+    # sha256sum-compatible, so `sha256sum -c` works on the cache folder too.
+    tmp.write_text(f"{sha256}  {path.name}\n", encoding="ascii")
+    os.replace(tmp, side)
+
+
+def _ways_out(info: CheckpointInfo) -> str:
+    return (
+        "Ways out: pass a local copy with `--weights PATH` (weights= in Python); "
+        f"set {ENV_WEIGHTS_URL} to a mirror (http(s):// or file://) that holds {info.filename}; "
+        f"or run `topiq-video weights download {info.name}` on a machine with internet access "
+        f"and copy the cache folder ({weights_dir()}, or ${ENV_CACHE}) over."
+    )
+
+
+def _corrupt_message(info: CheckpointInfo, path: Path, why: str) -> str:
+    return (
+        f"The cached checkpoint {path} for model {info.name!r} is corrupted ({why}). "
+        f"Delete it (and {_sidecar(path).name}) and re-download it with "
+        f"`topiq-video weights download {info.name} --force`."
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_state_dict(path: str | os.PathLike[str], info: CheckpointInfo) -> dict[str, torch.Tensor]:
+    """Load a checkpoint safely and check it has exactly ``info``'s architecture.
+
+    Accepts the official ``{"params": state_dict}`` format and a bare state_dict.
+    """
+    import torch
+
+    from topiq_video.model.cfanet import cfanet_key_shapes
+
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip/EOF errors all mean "not a usable checkpoint"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"{path} is not a loadable TOPIQ checkpoint for {info.name!r} ({first_line}). "
+            "It may be truncated, not a PyTorch file, or contain code (refused: checkpoints "
+            f"are loaded with weights_only=True). Expected {info.filename}."
+        ) from exc
+
+    if isinstance(obj, dict) and isinstance(obj.get("params"), dict):
+        obj = obj["params"]
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise WeightsError(
+            f"{path} loads, but is not a state_dict (name -> tensor) nor "
+            f'{{"params": state_dict}}. Expected the checkpoint {info.filename}.'
+        )
+
+    problem = _architecture_mismatch(obj, cfanet_key_shapes(info.use_ref))
+    if problem:
+        other = cfanet_key_shapes(not info.use_ref)
+        hint = ""
+        if not _architecture_mismatch(obj, other):
+            kind = "no-reference (NR)" if info.use_ref else "full-reference (FR)"
+            hint = f" It is a {kind} checkpoint, but {info.name!r} is {info.mode.upper()}."
+        raise WeightsError(
+            f"{path} is not a CFANet {info.mode.upper()} checkpoint for {info.name!r}: "
+            f"{problem}.{hint} Expected {info.filename}."
+        )
+    return obj
+
+
+def _architecture_mismatch(
+    state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]]
+) -> str:
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(s)}"
+        for k, s in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(s)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+    if wrong:
+        parts.append(f"{len(wrong)} shape mismatch(es), e.g. {wrong[:2]}")
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_status(info: CheckpointInfo) -> CacheStatus:
+    """Cheap cache check (no hashing): missing, present (with sidecar) or unverified."""
+    path = cached_path(info)
+    if not path.is_file():
+        return CacheStatus(info.name, path, STATE_MISSING)
+    if _read_sidecar(path) is None:
+        return CacheStatus(info.name, path, STATE_UNVERIFIED, "no sha256 sidecar")
+    return CacheStatus(info.name, path, STATE_PRESENT)
+
+
+def verify_cached(info: CheckpointInfo) -> CacheStatus:
+    """Re-hash the cached file against its sidecar: ok, corrupt or missing.
+
+    A cached file without a sidecar (copied in by hand) is checked by loading it; if it is
+    a valid checkpoint its sidecar is written, so later loads are hash-checked.
+    """
+    path = cached_path(info)
+    if not path.is_file():
+        return CacheStatus(info.name, path, STATE_MISSING)
+    actual = sha256_file(path)
+    recorded = _read_sidecar(path)
+    if recorded is None:
+        try:
+            load_state_dict(path, info)
+        except WeightsError as exc:
+            return CacheStatus(info.name, path, STATE_CORRUPT, str(exc))
+        _write_sidecar(path, actual)
+        return CacheStatus(info.name, path, STATE_OK, "verified by loading; sidecar written")
+    if recorded != actual:
+        return CacheStatus(
+            info.name, path, STATE_CORRUPT, f"sha256 {actual[:12]}… != recorded {recorded[:12]}…"
+        )
+    return CacheStatus(info.name, path, STATE_OK, f"sha256 {actual[:12]}…")
+
+
+def _from_cache(info: CheckpointInfo) -> ResolvedWeights | None:
+    status = verify_cached(info)
+    if status.state == STATE_MISSING:
+        return None
+    if status.state == STATE_CORRUPT:
+        raise WeightsError(_corrupt_message(info, status.path, status.detail))
+    recorded = _read_sidecar(status.path)
+    assert recorded is not None  # verify_cached wrote or checked it
+    logger.debug("Using cached weights %s", status.path)
+    return ResolvedWeights(status.path, recorded, SOURCE_CACHE)
+
+
+# --------------------------------------------------------------------------- download
+
+
+def download_urls(info: CheckpointInfo) -> tuple[str, ...]:
+    """Where a download is tried, in order: the mirror alone when set, else the published URLs."""
+    mirror = os.environ.get(ENV_WEIGHTS_URL, "").strip()
+    if mirror:
+        return (f"{mirror.rstrip('/')}/{info.filename}",)
+    return info.urls
+
+
+def _show_progress(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def _fetch(url: str, dest: Path, progress: bool) -> str:
+    """Stream ``url`` into ``dest``; returns the sha256. Raises OSError/HTTPException on failure."""
+    from tqdm.auto import tqdm
+
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    digest = hashlib.sha256()
+    received = 0
+    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        length_header = response.headers.get("Content-Length")
+        expected = int(length_header) if length_header and length_header.isdigit() else None
+        with (
+            open(dest, "wb") as out,
+            tqdm(
+                total=expected,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=url.rsplit("/", 1)[-1],
+                disable=not progress,
+                file=sys.stderr,
+                leave=True,
+            ) as bar,
+        ):
+            while True:
+                block = response.read(CHUNK_BYTES)
+                if not block:
+                    break
+                out.write(block)
+                digest.update(block)
+                received += len(block)
+                bar.update(len(block))
+    if received == 0:
+        raise OSError("empty response")
+    if expected is not None and received != expected:
+        raise OSError(f"truncated: got {received} of {expected} bytes")
+    return digest.hexdigest()
+
+
+def _describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"unreachable ({exc.reason})"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"truncated: connection closed after {len(exc.partial)} bytes"
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {DOWNLOAD_TIMEOUT_S:g}s"
+    if isinstance(exc, WeightsError):
+        return f"downloaded, but not a valid checkpoint: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # never mask the original failure
+        logger.warning("Could not remove temporary file %s: %s", path, exc)
+
+
+def _download(info: CheckpointInfo, progress: bool | None) -> ResolvedWeights:
+    target = cached_path(info)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(
+            f"Cannot create the weights cache folder {target.parent} ({exc}). "
+            f"Set {ENV_CACHE} to a writable folder. {_ways_out(info)}"
+        ) from exc
+    show = _show_progress(progress)
+    tried: list[str] = []
+    for url in download_urls(info):
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{info.filename}.", suffix=".part", dir=target.parent
+        )
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            logger.info("Downloading %s from %s", info.filename, url)
+            sha = _fetch(url, tmp, show)
+            load_state_dict(tmp, info)  # proves it is a complete checkpoint of this architecture
+            os.replace(tmp, target)
+            _write_sidecar(target, sha)
+            logger.info("Saved %s (sha256 %s)", target, sha)
+            return ResolvedWeights(target, sha, SOURCE_DOWNLOAD)
+        except (OSError, http.client.HTTPException, ValueError, WeightsError) as exc:
+            tried.append(f"  - {url}: {_describe_failure(exc)}")
+            logger.info("Download of %s from %s failed: %s", info.filename, url, exc)
+        finally:
+            # Runs on success (already moved: no-op), on failure and on KeyboardInterrupt.
+            _remove_quietly(tmp)
+    mirror_note = (
+        f" (only the mirror: {ENV_WEIGHTS_URL} is set)" if os.environ.get(ENV_WEIGHTS_URL) else ""
+    )
+    raise WeightsError(
+        f"Could not obtain the checkpoint {info.filename} for model {info.name!r}. "
+        f"Not in the cache ({target}); download failed from every place tried{mirror_note}:\n"
+        + "\n".join(tried)
+        + f"\n{_ways_out(info)}"
+    )
+
+
+def download_weights(
+    info: CheckpointInfo, *, force: bool = False, progress: bool | None = None
+) -> ResolvedWeights:
+    """Make sure ``info``'s checkpoint is in the cache, downloading it if needed (or if ``force``)."""
+    if not force:
+        cached = _from_cache(info)
+        if cached is not None:
+            return cached
+    return _download(info, progress)
+
+
+def resolve_weights(
+    info: CheckpointInfo,
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = True,
+    progress: bool | None = None,
+) -> ResolvedWeights:
+    """Find the checkpoint for ``info``: the local file ``weights``, else the cache, else download.
+
+    ``progress`` None shows a download bar only when stderr is a terminal.
+    """
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise WeightsError(
+                f"The weights file {path} given with --weights {what}. Pass the path of "
+                f"{info.filename} (the checkpoint for {info.name!r}), or omit --weights to use "
+                "the cache / download it."
+            )
+        return ResolvedWeights(path, sha256_file(path), SOURCE_LOCAL)
+    cached = _from_cache(info)
+    if cached is not None:
+        return cached
+    if not download:
+        raise WeightsError(
+            f"The checkpoint {info.filename} for model {info.name!r} is not in the cache "
+            f"({cached_path(info)}) and downloading is disabled. {_ways_out(info)}"
+        )
+    return _download(info, progress)
