@@ -1,0 +1,655 @@
+"""Full-reference alignment: pair distorted and reference frames by presentation time, and
+estimate a constant time offset between the two streams from small luma thumbnails.
+
+Conventions: times are seconds from each stream's start (floats or Fractions). An offset is
+what to add to a distorted frame's time to find the reference instant it shows, so an encode
+whose first 12 frames were trimmed has offset +12 reference frames, and an encode with 7
+extra leading frames has offset -7.
+
+Pairing rule: reference frame j is *shown* over ``[b_j, b_{j+1})`` where
+``b_j = r_j - tolerance * (r_j - r_{j-1})``; with the default tolerance of half a frame this is
+the nearest reference frame in time, which absorbs timestamp rounding (ms time bases, 29.97
+vs 30000/1001) so equal-rate streams pair 1:1, and matches what FFmpeg's ``fps`` filter picks
+when an encode changed the frame rate. The last reference frame is shown for one frame
+duration; distorted frames outside ``[b_0, end)`` are unmatched and never padded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from topiq_video.errors import AlignmentError, InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_OFFSET = 5.0
+"""Largest offset (seconds, either sign) that ``estimate_offset`` searches."""
+DEFAULT_SEARCH_WINDOW = 10.0
+"""Seconds of common content compared for each candidate offset."""
+PAIR_TOLERANCE = 0.5
+"""Fraction of a reference frame by which a distorted time may precede a reference frame."""
+FALLBACK_FRAME_DURATION = 1.0 / 30.0
+"""Frame duration assumed only for a single-frame reference given no duration."""
+LOW_CONFIDENCE = 0.5
+"""Estimates below this confidence are flagged ``ambiguous``."""
+
+# Cost-curve analysis. Costs are (1 - mean spatial corr) + (1 - mean temporal corr), in [0, 4].
+_COST_FLOOR = 0.02  # below this cost spread the curve is noise (static content)
+_PROMINENCE_FRACTION = 0.1  # a rival minimum must rise this much (of the spread) to count
+_TIE = 0.1  # distinct minima this close (of the spread) to the best count as ties
+_MIN_OVERLAP_FRACTION = 0.5  # candidates overlapping less than this of the best are skipped
+_MIN_PAIRS = 4
+_FLAT_STD = 1.0 / 255.0  # thumbnails flatter than this (black, fades) carry no pattern
+_MOTION_RMS = 2e-3  # frame differences below this RMS count as "no change"
+_QUALITY_LOW, _QUALITY_HIGH = 0.5, 0.9  # spatial correlation mapped to match quality 0..1
+
+Time = float | Fraction | int
+D = TypeVar("D")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class PairingStats:
+    """Counts of a pairing. ``ref_skipped`` are reference frames inside the overlap that no
+    distorted frame showed (a lower distorted frame rate); ``complete`` is False when a stream
+    was not read to its end (``drain=False``), making the trailing counts lower bounds."""
+
+    paired: int
+    dist_before: int
+    dist_after: int
+    ref_before: int
+    ref_after: int
+    ref_skipped: int
+    complete: bool = True
+
+    @property
+    def unmatched_dist(self) -> int:
+        return self.dist_before + self.dist_after
+
+    @property
+    def unmatched_ref(self) -> int:
+        """Reference frames never paired with any distorted frame."""
+        return self.ref_before + self.ref_after + self.ref_skipped
+
+
+@dataclass(frozen=True, eq=False)
+class PairingResult:
+    """``pairs``: (K, 2) int64 array of (dist_idx, ref_idx), in distorted order."""
+
+    pairs: np.ndarray
+    stats: PairingStats
+    offset: float
+
+    @property
+    def unmatched_dist(self) -> int:
+        return self.stats.unmatched_dist
+
+    @property
+    def unmatched_ref(self) -> int:
+        return self.stats.unmatched_ref
+
+
+@dataclass(frozen=True, eq=False)
+class OffsetEstimate:
+    """A constant offset between the streams and how sure we are of it.
+
+    ``offset_seconds`` is added to distorted times to find the reference time;
+    ``offset_frames`` is the same in reference frames (an int for automatic estimates).
+    ``candidate_offsets`` (seconds) and ``costs`` (NaN where the streams overlapped too
+    little) are the search curve, lower is better. ``match`` is the mean thumbnail
+    correlation at the chosen offset. ``message`` explains a low confidence ("" otherwise).
+    """
+
+    offset_seconds: float
+    offset_frames: int | float
+    ref_frame_duration: float
+    confidence: float
+    method: str
+    candidate_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    costs: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    match: float = float("nan")
+    pairs_used: int = 0
+    ambiguous: bool = False
+    message: str = ""
+
+    @property
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.candidate_offsets, self.costs
+
+    @classmethod
+    def manual(cls, offset_seconds: float, ref_frame_duration: float) -> OffsetEstimate:
+        """An offset given by the user (``--offset SECONDS``)."""
+        frames = offset_seconds / ref_frame_duration
+        whole = round(frames)
+        return cls(
+            offset_seconds=float(offset_seconds),
+            offset_frames=whole if abs(frames - whole) < 1e-6 else frames,
+            ref_frame_duration=float(ref_frame_duration),
+            confidence=1.0,
+            method="manual",
+        )
+
+
+# --------------------------------------------------------------------------- pairing
+
+
+def _as_times(times: Iterable[Time] | np.ndarray, what: str) -> np.ndarray:
+    arr = np.asarray([float(t) for t in times], dtype=np.float64)
+    if arr.size and not np.all(np.isfinite(arr)):
+        raise InvalidInputError(f"{what} frame times contain NaN or infinity; check the input.")
+    if arr.size > 1 and np.any(np.diff(arr) < 0):
+        i = int(np.flatnonzero(np.diff(arr) < 0)[0])
+        raise InvalidInputError(
+            f"{what} frame times go backwards at frame {i + 1} ({arr[i]:.6f} s -> "
+            f"{arr[i + 1]:.6f} s); frames must be in presentation order with monotonic times."
+        )
+    return arr
+
+
+def _boundaries(
+    ref: np.ndarray, tolerance: float, ref_frame_duration: float | None
+) -> tuple[np.ndarray, float]:
+    """Start instants b_j from which each reference frame is shown, and the end instant.
+
+    The streaming pairer evaluates the very same float expressions one frame at a time, so
+    both paths pair identically.
+    """
+    n = ref.size
+    gaps = np.diff(ref)
+    first = ref_frame_duration if ref_frame_duration is not None else _first_gap(ref)
+    last = ref_frame_duration if ref_frame_duration is not None else _last_gap(ref)
+    b = np.empty(n, dtype=np.float64)
+    b[0] = ref[0] - tolerance * first
+    b[1:] = ref[1:] - tolerance * gaps
+    end = float(ref[-1]) + (1.0 - tolerance) * last
+    return b, end
+
+
+def _first_gap(ref: np.ndarray) -> float:
+    return float(ref[1] - ref[0]) if ref.size > 1 else FALLBACK_FRAME_DURATION
+
+
+def _last_gap(ref: np.ndarray) -> float:
+    return float(ref[-1] - ref[-2]) if ref.size > 1 else FALLBACK_FRAME_DURATION
+
+
+def _check_tolerance(tolerance: float) -> None:
+    if not 0.0 <= tolerance < 1.0:
+        raise InvalidInputError(f"tolerance must be in [0, 1) reference frames, got {tolerance}.")
+
+
+def _no_overlap_error(offset: float, detail: str) -> AlignmentError:
+    return AlignmentError(
+        f"The distorted and reference streams do not overlap in time at offset {offset:+.3f} s "
+        f"({detail}). Check that the reference matches the encode, or pass --offset SECONDS "
+        "(reference time = distorted time + offset)."
+    )
+
+
+def pair_by_time(
+    dist_times: Sequence[Time] | np.ndarray,
+    ref_times: Sequence[Time] | np.ndarray,
+    offset: float = 0.0,
+    *,
+    tolerance: float = PAIR_TOLERANCE,
+    ref_frame_duration: float | None = None,
+) -> PairingResult:
+    """Pair each distorted frame with the reference frame shown at its time + ``offset``.
+
+    ``ref_frame_duration`` sets how long the first/last reference frames are shown (default:
+    the neighbouring frame gap). Raises AlignmentError when nothing overlaps.
+    """
+    _check_tolerance(tolerance)
+    offset = float(offset)
+    d = _as_times(dist_times, "distorted")
+    r = _as_times(ref_times, "reference")
+    if d.size == 0 or r.size == 0:
+        raise AlignmentError(
+            f"Cannot pair: the {'distorted' if d.size == 0 else 'reference'} stream has no "
+            "frames. Check the input file and any time range options."
+        )
+    b, end = _boundaries(r, tolerance, ref_frame_duration)
+    s = d + offset
+    j = np.searchsorted(b, s, side="right") - 1
+    before = j < 0
+    after = ~before & (s >= end)
+    ok = ~before & ~after
+    dist_idx = np.flatnonzero(ok)
+    ref_idx = j[ok]
+    if dist_idx.size == 0:
+        raise _no_overlap_error(
+            offset,
+            f"distorted {d[0]:.3f}-{d[-1]:.3f} s maps to {s[0]:.3f}-{s[-1]:.3f} s, "
+            f"reference covers {b[0]:.3f}-{end:.3f} s",
+        )
+    lo, hi = int(ref_idx[0]), int(ref_idx[-1])
+    used = np.unique(ref_idx).size
+    stats = PairingStats(
+        paired=int(dist_idx.size),
+        dist_before=int(before.sum()),
+        dist_after=int(after.sum()),
+        ref_before=lo,
+        ref_after=int(r.size - 1 - hi),
+        ref_skipped=int(hi - lo + 1 - used),
+    )
+    pairs = np.stack([dist_idx, ref_idx], axis=1).astype(np.int64)
+    return PairingResult(pairs=pairs, stats=stats, offset=offset)
+
+
+def _default_time(item: Any) -> float:
+    return float(item.time)
+
+
+_END = object()
+
+
+class StreamPairer(Generic[D, R]):
+    """Iterator of (distorted item, reference item) pairs, by the rule of :func:`pair_by_time`.
+
+    Reads both iterables once, in step, holding at most two reference items (the one shown
+    and the next). Items need a ``.time`` in seconds (or pass ``time_of``). ``stats`` is None
+    until the iterator is exhausted. With ``drain`` (default) the stream that outlasts the
+    other is read to its end to count its unmatched frames; pass ``drain=False`` to stop as
+    soon as no more pairs are possible (e.g. when the distorted stream was cut short).
+    """
+
+    def __init__(
+        self,
+        dist: Iterable[D],
+        ref: Iterable[R],
+        offset: float = 0.0,
+        *,
+        tolerance: float = PAIR_TOLERANCE,
+        ref_frame_duration: float | None = None,
+        drain: bool = True,
+        time_of: Callable[[Any], float] = _default_time,
+    ) -> None:
+        _check_tolerance(tolerance)
+        self.offset = float(offset)
+        self.stats: PairingStats | None = None
+        self._tol = float(tolerance)
+        self._dur = None if ref_frame_duration is None else float(ref_frame_duration)
+        self._drain = drain
+        self._time_of = time_of
+        self._gen = self._run(iter(dist), iter(ref))
+
+    def __iter__(self) -> StreamPairer[D, R]:
+        return self
+
+    def __next__(self) -> tuple[D, R]:
+        return next(self._gen)
+
+    def _time(self, item: Any, what: str) -> float:
+        t = float(self._time_of(item))
+        if not math.isfinite(t):
+            raise InvalidInputError(f"{what} frame time is {t}; check the input.")
+        return t
+
+    def _run(self, dist_it: Iterator[D], ref_it: Iterator[R]) -> Iterator[tuple[D, R]]:
+        tol, dur, offset = self._tol, self._dur, self.offset
+        cur = next(ref_it, _END)
+        if cur is _END:
+            raise AlignmentError("Cannot pair: the reference stream has no frames.")
+        r_cur = self._time(cur, "reference")
+        r_prev: float | None = None
+
+        def read_next() -> tuple[Any, float]:
+            item = next(ref_it, _END)
+            if item is _END:
+                return _END, math.nan
+            t = self._time(item, "reference")
+            if t < r_cur:
+                raise InvalidInputError(
+                    f"reference frame times go backwards ({r_cur:.6f} s -> {t:.6f} s); "
+                    "frames must be in presentation order with monotonic times."
+                )
+            return item, t
+
+        nxt, r_nxt = read_next()
+        if dur is not None:
+            first = dur
+        else:
+            first = r_nxt - r_cur if nxt is not _END else FALLBACK_FRAME_DURATION
+        b_cur = r_cur - tol * first
+        one_minus_tol = 1.0 - tol
+
+        paired = dist_before = dist_after = ref_before = ref_skipped = 0
+        cur_used = False
+        pending = 0  # reference frames passed over unused since the last used one
+        last_s = -math.inf
+        dist_done = True
+        for item in dist_it:
+            s = self._time(item, "distorted") + offset
+            if s < last_s:
+                raise InvalidInputError(
+                    f"distorted frame times go backwards ({last_s - offset:.6f} s -> "
+                    f"{s - offset:.6f} s); frames must be in presentation order."
+                )
+            last_s = s
+            while nxt is not _END:
+                b_next = r_nxt - tol * (r_nxt - r_cur)
+                if s < b_next:
+                    break
+                if not cur_used:
+                    pending += 1
+                cur, r_prev, r_cur, b_cur, cur_used = nxt, r_cur, r_nxt, b_next, False
+                nxt, r_nxt = read_next()
+            if s < b_cur:
+                dist_before += 1
+                continue
+            if nxt is _END:
+                if dur is not None:
+                    last = dur
+                else:
+                    last = r_cur - r_prev if r_prev is not None else FALLBACK_FRAME_DURATION
+                if s >= r_cur + one_minus_tol * last:
+                    dist_after += 1
+                    if not self._drain:
+                        dist_done = False
+                        break
+                    continue
+            if not cur_used:
+                if paired == 0:
+                    ref_before += pending
+                else:
+                    ref_skipped += pending
+                pending, cur_used = 0, True
+            paired += 1
+            yield item, cur
+
+        ref_after = pending + (0 if cur_used else 1)
+        ref_done = nxt is _END
+        if not ref_done:
+            ref_after += 1
+            if self._drain:
+                ref_after += sum(1 for _ in ref_it)
+                ref_done = True
+        self.stats = PairingStats(
+            paired=paired,
+            dist_before=dist_before,
+            dist_after=dist_after,
+            ref_before=ref_before,
+            ref_after=ref_after,
+            ref_skipped=ref_skipped,
+            complete=dist_done and ref_done,
+        )
+        logger.debug("stream pairing finished: %s", self.stats)
+        if paired == 0:
+            raise _no_overlap_error(
+                offset,
+                f"{dist_before} distorted frames before the reference start, "
+                f"{dist_after} after its end",
+            )
+
+
+def pair_streams(
+    dist: Iterable[D],
+    ref: Iterable[R],
+    offset: float = 0.0,
+    **options: Any,
+) -> StreamPairer[D, R]:
+    """Streaming :func:`pair_by_time` over frame objects; see :class:`StreamPairer`."""
+    return StreamPairer(dist, ref, offset, **options)
+
+
+# --------------------------------------------------------------------------- offset search
+
+
+def search_span(
+    window: float = DEFAULT_SEARCH_WINDOW, max_offset: float = DEFAULT_MAX_OFFSET
+) -> float:
+    """Seconds to decode from the start of *each* stream for :func:`estimate_offset`."""
+    return float(window) + float(max_offset)
+
+
+def nominal_frame_duration(times: Sequence[Time] | np.ndarray) -> float:
+    """Typical frame gap: the mean of gaps near the median gap, so millisecond rounding
+    (33/34 ms at 29.97 fps) averages out and dropped frames do not inflate it."""
+    t = _as_times(times, "frame")
+    if t.size < 2:
+        raise InvalidInputError("Need at least two frames to measure a frame duration.")
+    gaps = np.diff(t)
+    med = float(np.median(gaps))
+    if med <= 0:
+        raise InvalidInputError("Frame times do not advance; check the input timestamps.")
+    near = gaps[(gaps > 0.5 * med) & (gaps < 1.5 * med)]
+    return float(near.mean()) if near.size else med
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, without importing torch here
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _prepare(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame centred thumbnails, their unit-norm versions and a "flat" mask."""
+    flat = thumbs.reshape(thumbs.shape[0], -1)
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(centred, axis=1)
+    npix = flat.shape[1]
+    is_flat = norm / math.sqrt(npix) < _FLAT_STD
+    unit = centred / np.where(is_flat, 1.0, norm)[:, None]
+    unit[is_flat] = 0.0
+    return centred, unit, is_flat
+
+
+def _distinct_minima(costs: np.ndarray, min_prominence: float) -> list[int]:
+    """Indices of local minima that stand out by ``min_prominence`` above the col on the way
+    to any lower point (the global minimum always counts). Ties are broken by index so a
+    plateau counts once; NaN (skipped candidates) acts as an impassable wall."""
+    c = np.where(np.isfinite(costs), costs, np.inf)
+    n = c.size
+
+    def lower(k: int, m: int) -> bool:
+        return (c[k], k) < (c[m], m)
+
+    found = []
+    for m in range(n):
+        if not np.isfinite(c[m]):
+            continue
+        if (m > 0 and lower(m - 1, m)) or (m < n - 1 and lower(m + 1, m)):
+            continue
+        prominence = math.inf
+        for step in (-1, 1):
+            peak, k = c[m], m + step
+            while 0 <= k < n and not lower(k, m):
+                peak = max(peak, c[k])
+                k += step
+            if 0 <= k < n:  # reached a lower point: the col on this side is `peak`
+                prominence = min(prominence, peak - c[m])
+        if prominence >= min_prominence:
+            found.append(m)
+    return found
+
+
+def estimate_offset(
+    dist_thumbs: Any,
+    dist_times: Sequence[Time] | np.ndarray,
+    ref_thumbs: Any,
+    ref_times: Sequence[Time] | np.ndarray,
+    *,
+    max_offset: float = DEFAULT_MAX_OFFSET,
+    window: float = DEFAULT_SEARCH_WINDOW,
+    tolerance: float = PAIR_TOLERANCE,
+) -> OffsetEstimate:
+    """Find the constant offset (on the reference frame grid, within ``max_offset`` seconds
+    either way) that best matches the distorted thumbnails to the reference thumbnails.
+
+    Thumbnails are (N, h, w) luma arrays (numpy or torch) of the same size for both streams,
+    covering at least :func:`search_span` seconds of each stream's start where available.
+    For each candidate offset the first ``window`` seconds of overlap are paired by time and
+    scored by per-frame thumbnail correlation (mean-removed and normalised, so brightness and
+    contrast changes do not matter) plus correlation of frame differences (motion, which
+    compression barely changes). Raises AlignmentError when no candidate overlaps.
+    """
+    _check_tolerance(tolerance)
+    if max_offset < 0 or window <= 0:
+        raise InvalidInputError(
+            f"max_offset must be >= 0 and window > 0 seconds (got {max_offset}, {window})."
+        )
+    dt = _as_times(dist_times, "distorted")
+    rt = _as_times(ref_times, "reference")
+    dth = _to_numpy(dist_thumbs)
+    rth = _to_numpy(ref_thumbs)
+    for name, th, t in (("distorted", dth, dt), ("reference", rth, rt)):
+        if th.ndim != 3 or th.shape[0] != t.size:
+            raise InvalidInputError(
+                f"{name} thumbnails must be (N, h, w) with one per frame time; got shape "
+                f"{th.shape} for {t.size} times."
+            )
+    if dth.shape[1:] != rth.shape[1:]:
+        raise InvalidInputError(
+            f"distorted and reference thumbnails differ in size ({dth.shape[1:]} vs "
+            f"{rth.shape[1:]}); make both with the same thumbnail size."
+        )
+    if dt.size < 2 or rt.size < 2:
+        raise AlignmentError(
+            "Need at least two frames of each stream to estimate an offset; "
+            "pass --offset SECONDS instead."
+        )
+
+    # Only the data any candidate can reach (callers may pass whole clips).
+    d_limit = max(dt[0], rt[0] + max_offset) + window
+    r_limit = max(dt[0] + max_offset, rt[0]) + window
+    t_ref = nominal_frame_duration(rt)
+    keep_d = dt <= d_limit + t_ref
+    keep_r = rt <= r_limit + 2 * t_ref
+    dt, dth = dt[keep_d], dth[keep_d]
+    rt, rth = rt[keep_r], rth[keep_r]
+
+    d_cen, d_unit, d_flat = _prepare(dth)
+    r_cen, r_unit, r_flat = _prepare(rth)
+    npix = d_cen.shape[1]
+    # Spatial similarity of every (dist, ref) pair; two flat frames (black) agree.
+    spatial = d_unit @ r_unit.T
+    spatial[np.ix_(d_flat, r_flat)] = 1.0
+    # Frame-difference terms: <dd_i, r_j> and the reference Gram, so any pairing's
+    # difference correlation is a few lookups instead of a pass over pixels.
+    dd = d_cen[1:] - d_cen[:-1]
+    dd_norm = np.linalg.norm(dd, axis=1)
+    dd_moves = dd_norm / math.sqrt(npix) >= _MOTION_RMS
+    cross = dd @ r_cen.T
+    gram = r_cen @ r_cen.T
+    gram_diag = np.diag(gram)
+
+    b, end = _boundaries(rt, tolerance, None)
+    k_max = int(math.floor(max_offset / t_ref + 1e-9))
+    ks = np.arange(-k_max, k_max + 1)
+    offsets = ks * t_ref
+    costs = np.full(ks.size, np.nan)
+    spatial_mean = np.full(ks.size, np.nan)
+    overlap = np.zeros(ks.size)
+    n_pairs = np.zeros(ks.size, dtype=np.int64)
+    motion_frac = np.zeros(ks.size)
+    for c, off in enumerate(offsets):
+        s = dt + off
+        j = np.searchsorted(b, s, side="right") - 1
+        idx = np.flatnonzero((j >= 0) & (s < end))
+        if idx.size == 0:
+            continue
+        idx = idx[dt[idx] < dt[idx[0]] + window]
+        jj = j[idx]
+        n_pairs[c] = idx.size
+        overlap[c] = dt[idx[-1]] - dt[idx[0]] + t_ref
+        sp = float(spatial[idx, jj].mean())
+        # Consecutive distorted frames (idx is contiguous) against their paired ref frames.
+        i0, j0, j1 = idx[:-1], jj[:-1], jj[1:]
+        num = cross[i0, j1] - cross[i0, j0]
+        rd_norm = np.sqrt(np.maximum(gram_diag[j1] + gram_diag[j0] - 2 * gram[j0, j1], 0.0))
+        r_moves = rd_norm / math.sqrt(npix) >= _MOTION_RMS
+        d_moves = dd_moves[i0]
+        both = d_moves & r_moves
+        temporal = np.where(d_moves | r_moves, 0.0, 1.0)  # both still: agree; one: no match
+        temporal[both] = num[both] / (dd_norm[i0][both] * rd_norm[both])
+        tp = float(temporal.mean()) if temporal.size else 1.0
+        motion_frac[c] = float(both.mean()) if both.size else 0.0
+        spatial_mean[c] = sp
+        costs[c] = (1.0 - sp) + (1.0 - tp)
+    valid = (n_pairs >= _MIN_PAIRS) & (overlap >= _MIN_OVERLAP_FRACTION * overlap.max())
+    costs[~valid] = np.nan
+    if not np.any(valid):
+        raise AlignmentError(
+            f"The streams overlap too little to estimate an offset within +/-{max_offset:g} s "
+            "(is the reference much shorter, or the wrong file?). Pass --offset SECONDS "
+            "(reference time = distorted time + offset) or check the inputs."
+        )
+
+    best = int(np.nanargmin(costs))
+    c1 = float(costs[best])
+    flat = float(np.nanmax(costs)) - c1 < _COST_FLOOR
+    scale = max(float(np.nanmedian(costs)) - c1, _COST_FLOOR)
+    minima = _distinct_minima(costs, _PROMINENCE_FRACTION * scale)
+    zero = k_max  # index of offset 0
+    method = "thumbnail+motion correlation"
+    if flat and valid[zero]:
+        # Nothing to measure: offset 0 is the least surprising answer.
+        chosen = zero
+        method += " (flat curve: offset 0 assumed)"
+    else:
+        # Near-equal distinct minima (repetitive content): the smallest shift is likeliest.
+        ties = [m for m in minima if costs[m] - c1 <= _TIE * scale]
+        chosen = min(ties, key=lambda m: (abs(int(ks[m])), m))
+    c_chosen = float(costs[chosen])
+    rivals = [m for m in minima if m != chosen]
+    rival = min(rivals, key=lambda m: costs[m]) if rivals else -1
+    c2 = float(costs[rival]) if rival >= 0 else float(np.nanmax(costs))
+    separation = float(np.clip((c2 - c_chosen) / scale, 0.0, 1.0))
+    match = float(spatial_mean[chosen])
+    quality = float(np.clip((match - _QUALITY_LOW) / (_QUALITY_HIGH - _QUALITY_LOW), 0.0, 1.0))
+    confidence = separation * quality
+
+    problems = []
+    if flat:
+        problems.append(
+            "the content barely changes over the search window (static or blank), so every "
+            "offset matches equally well"
+        )
+    elif rival >= 0 and separation < LOW_CONFIDENCE:
+        problems.append(
+            f"offsets {offsets[chosen]:+.3f} s and {offsets[rival]:+.3f} s match almost "
+            "equally well (repetitive content)"
+        )
+    if quality < LOW_CONFIDENCE:
+        problems.append(
+            f"even the best match is weak (thumbnail correlation {match:.2f}), so the inputs "
+            "may be different videos"
+        )
+    ambiguous = confidence < LOW_CONFIDENCE
+    message = ""
+    if ambiguous:
+        reason = "; ".join(problems) or "the best offset does not stand out clearly"
+        message = (
+            f"Automatic alignment is unsure (confidence {confidence:.2f}): {reason}. "
+            f"Using {offsets[chosen]:+.3f} s; pass --offset SECONDS if the streams are "
+            "misaligned."
+        )
+    estimate = OffsetEstimate(
+        offset_seconds=float(offsets[chosen]),
+        offset_frames=int(ks[chosen]),
+        ref_frame_duration=t_ref,
+        confidence=confidence,
+        method=method,
+        candidate_offsets=offsets,
+        costs=costs,
+        match=match,
+        pairs_used=int(n_pairs[chosen]),
+        ambiguous=ambiguous,
+        message=message,
+    )
+    logger.debug(
+        "offset estimate %+d frames (%+.4f s), confidence %.2f, match %.3f, motion %.2f",
+        estimate.offset_frames,
+        estimate.offset_seconds,
+        confidence,
+        match,
+        motion_frac[chosen],
+    )
+    return estimate
