@@ -11,12 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
+import numpy as np
+from tqdm import tqdm
 
 from topiq_video import __version__
 from topiq_video.errors import TopiqVideoError, WeightsError
 from topiq_video.model.registry import (
+    DEFAULT_FR_MODEL,
+    DEFAULT_NR_MODEL,
     WEIGHTS_TERMS,
     CheckpointInfo,
     get_checkpoint,
@@ -33,6 +39,24 @@ from topiq_video.model.weights import (
     verify_cached,
     weights_dir,
 )
+from topiq_video.pipeline import (
+    DEFAULT_OFFSET,
+    DEFAULT_SCALE_TO,
+    FrameScores,
+    FrameSelection,
+    ScoreOptions,
+    ScoringRun,
+    frames_table,
+)
+from topiq_video.report.tables import frames_csv_text, write_frames_table
+from topiq_video.scoring import (
+    DEFAULT_BATCH_SIZE_CPU,
+    DEFAULT_BATCH_SIZE_CUDA,
+    DEFAULT_PRECISION_CPU,
+    DEFAULT_PRECISION_CUDA,
+    PRECISIONS,
+)
+from topiq_video.video.align import DEFAULT_MAX_OFFSET
 
 ENV_DEBUG = "TOPIQ_VIDEO_DEBUG"
 _LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -170,6 +194,187 @@ def weights_verify_cmd(names: tuple[str, ...]) -> None:
                 else "."
             )
         )
+
+
+def _metric_list(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def scoring_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options shared by `score` and `report`; defaults come from the library."""
+    options = [
+        click.option(
+            "--ref",
+            type=str,
+            default=None,
+            help="Reference (source) video or URL: full-reference mode.",
+        ),
+        click.option(
+            "--model",
+            default=None,
+            help=f"TOPIQ checkpoint (see `topiq-video models`). Default: {DEFAULT_FR_MODEL} "
+            f"with --ref, {DEFAULT_NR_MODEL} without.",
+        ),
+        click.option(
+            "--metrics",
+            default=None,
+            help="Comma-separated metrics: TOPIQ checkpoint names ('topiq' = --model), "
+            "psnr_y, ssim_y. Default: the model, plus psnr_y,ssim_y with --ref. "
+            "A list without a TOPIQ model needs no weights.",
+        ),
+        click.option("--weights", type=click.Path(dir_okay=False), help="Local checkpoint file."),
+        click.option(
+            "--device", default=None, help="cpu, cuda or cuda:N. Default: cuda if available."
+        ),
+        click.option(
+            "--batch-size",
+            type=int,
+            default=None,
+            help=f"Frames per batch. Default: {DEFAULT_BATCH_SIZE_CUDA} on CUDA, "
+            f"{DEFAULT_BATCH_SIZE_CPU} on CPU.",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(PRECISIONS),
+            default=None,
+            help=f"Default: {DEFAULT_PRECISION_CUDA} on CUDA, {DEFAULT_PRECISION_CPU} on CPU.",
+        ),
+        click.option(
+            "--offset",
+            default=DEFAULT_OFFSET,
+            show_default=True,
+            help="Seconds to add to distorted times to find the reference instant, or 'auto'.",
+        ),
+        click.option(
+            "--max-offset",
+            type=float,
+            default=DEFAULT_MAX_OFFSET,
+            show_default=True,
+            help="Largest offset (seconds, either way) that --offset auto searches.",
+        ),
+        click.option(
+            "--scale-to",
+            default=DEFAULT_SCALE_TO,
+            show_default=True,
+            help="Common size for FR comparison: ref, dist or WIDTHxHEIGHT (bicubic).",
+        ),
+        click.option("--start", type=float, default=None, help="Start at this second of DIST."),
+        click.option("--duration", type=float, default=None, help="Score this many seconds."),
+        click.option(
+            "--every", type=int, default=1, show_default=True, help="Score every Nth frame."
+        ),
+        click.option(
+            "--sample-fps", type=float, default=None, help="Score at most F frames per second."
+        ),
+        click.option("--max-frames", type=int, default=None, help="Stop after N scored frames."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _score_options(kwargs: dict[str, Any], **extra: Any) -> ScoreOptions:
+    selection = FrameSelection(
+        start=kwargs["start"],
+        duration=kwargs["duration"],
+        every=kwargs["every"],
+        sample_fps=kwargs["sample_fps"],
+        max_frames=kwargs["max_frames"],
+    )
+    return ScoreOptions(
+        model=kwargs["model"],
+        metrics=_metric_list(kwargs["metrics"]),
+        device=kwargs["device"],
+        batch_size=kwargs["batch_size"],
+        precision=kwargs["precision"],
+        weights=kwargs["weights"],
+        offset=kwargs["offset"],
+        max_offset=kwargs["max_offset"],
+        scale_to=kwargs["scale_to"],
+        selection=selection,
+        **extra,
+    )
+
+
+def run_with_progress(
+    run: ScoringRun, label: str
+) -> tuple[list[FrameScores], BaseException | None]:
+    """Iterate a scoring run under a progress bar; keep the rows even if it stops."""
+    rows: list[FrameScores] = []
+    failure: BaseException | None = None
+    # tqdm disables itself when stderr is not a terminal (disable=None): quiet when piped.
+    with tqdm(
+        total=run.expected_frames, unit="frame", desc=label, disable=None, dynamic_ncols=True
+    ) as bar:
+        try:
+            for row in run:
+                rows.append(row)
+                bar.update(1)
+        except (TopiqVideoError, KeyboardInterrupt) as exc:
+            failure = exc
+    return rows, failure
+
+
+def _raise_after_partial(failure: BaseException | None, written: str | None) -> None:
+    if failure is None:
+        return
+    kept = f" The frames scored before it were written to {written}." if written else ""
+    if isinstance(failure, KeyboardInterrupt):
+        click.echo(f"Interrupted.{kept}", err=True)
+        raise SystemExit(130)
+    if kept:
+        raise type(failure)(f"{failure}{kept}") from failure
+    raise failure
+
+
+@cli.command("score")
+@click.argument("dist")
+@scoring_options
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Per-frame table: .csv, .parquet or .json. Default: CSV on standard output.",
+)
+def score_cmd(dist: str, output: str | None, **kwargs: Any) -> None:
+    """Score every (selected) frame of DIST; write the per-frame table.
+
+    DIST and --ref are files or anything FFmpeg opens by URL (rtsp://, udp://, http(s)://,
+    HLS). Columns: frame, time, [ref_frame, ref_time], then one per metric.
+    """
+    run = ScoringRun(dist, kwargs["ref"], _score_options(kwargs))
+    rows, failure = run_with_progress(run, "score")
+    table = frames_table(rows, run.metrics, kwargs["ref"] is not None)
+    written = None
+    if rows or failure is None:
+        if output is None:
+            click.echo(frames_csv_text(table), nl=False)
+            written = "standard output"
+        else:
+            written = str(write_frames_table(table, output))
+    _raise_after_partial(failure, written)
+    _echo_run_summary(run, table, written if output else None)
+
+
+def _echo_run_summary(run: ScoringRun, table: Any, written: str | None) -> None:
+    alignment = run.alignment
+    if alignment is not None:
+        est = alignment.offset
+        click.echo(
+            f"Alignment: offset {est.offset_seconds:+.3f} s ({est.offset_frames} reference "
+            f"frames, {est.method}, confidence {est.confidence:.2f}); "
+            f"{len(table)} frames paired",
+            err=True,
+        )
+    for name in run.metrics:
+        values = table[name]
+        finite = values[np.isfinite(values)]
+        mean = f"{finite.mean():.4f}" if len(finite) else "n/a"
+        extra = f", {len(values) - len(finite)} non-finite" if len(finite) != len(values) else ""
+        click.echo(f"{name}: mean {mean} over {len(values)} frames{extra}", err=True)
+    if written:
+        click.echo(f"Wrote {written}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

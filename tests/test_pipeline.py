@@ -1,0 +1,241 @@
+"""End to end: video files in, per-frame table out (alignment, scaling, metrics, selection)."""
+
+from __future__ import annotations
+
+import math
+
+import av
+import numpy as np
+import pytest
+import torch
+from ffmpeg_ref import ffmpeg_psnr_y, ffmpeg_ssim_y
+
+import media
+from topiq_video import pipeline
+from topiq_video.errors import InvalidInputError
+from topiq_video.pipeline import FrameSelection, ScoreOptions, ScoringRun, score_video
+from topiq_video.video.color import frames_to_rgb
+from topiq_video.video.decode import open_video
+
+LUMA = "psnr_y,ssim_y"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipeline")
+    common = {"n_frames": 60, "width": 160, "height": 96}
+    return {
+        "ref": media.make_clip(d / "ref.mp4", **common),
+        "trimmed": media.make_trimmed_clip(d / "trimmed.mp4", 12, crf=30, **common),
+        "ref30": media.make_rate_variant(d / "ref30.mp4", 30, seconds=2.0, width=160, height=96),
+        "dist25": media.make_rate_variant(
+            d / "dist25.mp4", 25, seconds=2.0, width=160, height=96, crf=30
+        ),
+        "short_ref": media.make_clip(d / "short_ref.mp4", n_frames=30, width=160, height=96),
+        "cuts_ref": media.make_clip(
+            d / "cuts_ref.mp4", n_frames=60, width=160, height=96, cuts=(20, 41)
+        ),
+        "cuts_dist": media.make_clip(
+            d / "cuts_dist.mp4", n_frames=60, width=160, height=96, cuts=(20, 41), crf=38
+        ),
+    }
+
+
+def test_trimmed_encode_aligned_at_offset_12(clips):
+    table = score_video(str(clips["trimmed"]), str(clips["ref"]), metrics=LUMA)
+    alignment = table.attrs["alignment"]
+    assert alignment["offset_frames"] == 12
+    assert alignment["offset_seconds"] == pytest.approx(12 / 25)
+    assert alignment["confidence"] > 0.5
+    assert list(table["ref_frame"]) == [f + 12 for f in table["frame"]]
+    assert alignment["matched"] == 48 and alignment["unmatched_dist"] == 0
+    assert alignment["unmatched_ref"] == 12
+    # Aligned frames of the same content compare well; misaligned ones would not.
+    assert table["psnr_y"].min() > 28
+
+
+def test_forced_offset_overrides_search(clips):
+    table = score_video(str(clips["trimmed"]), str(clips["ref"]), metrics=LUMA, offset=0.2)
+    assert table.attrs["alignment"]["method"] == "manual"
+    assert list(table["ref_frame"]) == [f + 5 for f in table["frame"]]
+
+
+def test_different_frame_rates_pair_by_time(clips):
+    table = score_video(str(clips["dist25"]), str(clips["ref30"]), metrics=LUMA)
+    assert table.attrs["alignment"]["offset_frames"] == 0
+    # Each distorted frame meets the reference frame shown at its instant (nearest in time).
+    expected = [round(f * 30 / 25) for f in table["frame"]]
+    assert list(table["ref_frame"]) == expected
+    assert np.allclose(table["ref_time"], table["time"], atol=0.5 / 30 + 1e-6)
+    assert any("Frame rates differ" in w for w in table.attrs["warnings"])
+
+
+def test_reference_shorter_than_encode_scores_only_overlap(clips):
+    table = score_video(str(clips["ref"]), str(clips["short_ref"]), metrics=LUMA, offset=0)
+    assert list(table["frame"]) == list(range(30))
+    assert list(table["ref_frame"]) == list(range(30))
+    alignment = table.attrs["alignment"]
+    assert alignment["matched"] == 30
+    assert alignment["unmatched_dist"] == 30 and alignment["unmatched_ref"] == 0
+    assert alignment["pairing_complete"] is True
+
+
+def test_downscaled_encode_is_scaled_to_reference(tmp_path):
+    ref = media.make_clip(tmp_path / "ref720.mp4", n_frames=6, width=1280, height=720)
+    dist = media.make_clip(
+        tmp_path / "dist360.mp4", n_frames=6, width=640, height=360, render_factor=2
+    )
+    table = score_video(str(dist), str(ref), metrics=LUMA, offset=0)
+    assert len(table) == 6
+    assert "640x360 -> 1280x720" in table.attrs["alignment"]["scaling"]
+    assert any("Resolutions differ" in w for w in table.attrs["warnings"])
+    assert table["psnr_y"].min() > 25  # the same picture at half size, upscaled
+    # Scaling the other way gives the other size and still compares the same content.
+    down = score_video(str(dist), str(ref), metrics=LUMA, offset=0, scale_to="dist")
+    assert "1280x720 -> 640x360" in down.attrs["alignment"]["scaling"]
+    assert down["psnr_y"].min() > table["psnr_y"].min()
+
+
+def test_psnr_ssim_agree_with_ffmpeg_filters_on_aligned_pairs(clips):
+    table = score_video(str(clips["trimmed"]), str(clips["ref"]), metrics=LUMA, max_frames=20)
+    with open_video(clips["trimmed"]) as reader:
+        dist_y = {f.index: f.planes[0] for f in reader}
+    with open_video(clips["ref"]) as reader:
+        ref_y = {f.index: f.planes[0] for f in reader}
+    d = [dist_y[i] for i in table["frame"]]
+    r = [ref_y[int(i)] for i in table["ref_frame"]]
+    assert np.abs(table["psnr_y"].to_numpy() - ffmpeg_psnr_y(d, r)).max() <= 0.01
+    assert np.abs(table["ssim_y"].to_numpy() - ffmpeg_ssim_y(d, r)).max() <= 0.002
+
+
+def test_identical_inputs_give_infinite_psnr_and_unit_ssim(clips):
+    table = score_video(str(clips["ref"]), str(clips["ref"]), metrics=LUMA, max_frames=10)
+    assert table.attrs["alignment"]["offset_frames"] == 0
+    assert np.isposinf(table["psnr_y"]).all()
+    assert np.allclose(table["ssim_y"], 1.0)
+
+
+def test_scene_cuts_come_from_reference_in_fr_mode(clips):
+    run = ScoringRun(
+        str(clips["cuts_dist"]),
+        str(clips["cuts_ref"]),
+        ScoreOptions(metrics=("psnr_y",), offset=0, detect_scenes=True),
+    )
+    rows = list(run)
+    assert len(rows) == 60
+    assert run.cuts == [20, 41]
+
+
+def test_frame_selection(clips):
+    every = score_video(str(clips["ref"]), str(clips["ref"]), metrics="psnr_y", every=3, offset=0)
+    assert list(every["frame"]) == list(range(0, 60, 3))
+    sampled = score_video(
+        str(clips["ref"]), str(clips["ref"]), metrics="psnr_y", sample_fps=5, offset=0
+    )
+    assert list(sampled["frame"]) == list(range(0, 60, 5))
+    window = score_video(
+        str(clips["ref"]), str(clips["ref"]), metrics="psnr_y", start=1.0, duration=0.4, offset=0
+    )
+    assert list(window["frame"]) == list(range(25, 35))
+    assert list(window["ref_frame"]) == list(range(25, 35))
+    capped = score_video(str(clips["ref"]), str(clips["ref"]), metrics="psnr_y", max_frames=7)
+    assert len(capped) == 7
+
+
+def test_expected_count_matches_selection(clips):
+    run = ScoringRun(
+        str(clips["ref"]),
+        str(clips["ref"]),
+        ScoreOptions(metrics=("psnr_y",), offset=0, selection=FrameSelection(every=4)),
+    )
+    assert run.expected_frames == 15
+    assert len(list(run)) == 15
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"metrics": "psnr_y"}, "full-reference"),
+        ({"metrics": "vmaf"}, "Unknown metric"),
+        ({"model": "topiq_fr"}, "full-reference"),
+        ({"metrics": "psnr_y", "every": 0}, "--every"),
+    ],
+)
+def test_bad_options_without_reference(clips, kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        score_video(str(clips["ref"]), **kwargs)
+
+
+def test_bad_scale_and_offset(clips):
+    with pytest.raises(InvalidInputError, match="scale-to"):
+        score_video(str(clips["ref"]), str(clips["ref"]), metrics=LUMA, scale_to="huge")
+    with pytest.raises(InvalidInputError, match="offset"):
+        score_video(str(clips["ref"]), str(clips["ref"]), metrics=LUMA, offset="soon")
+
+
+def test_metric_resolution_defaults():
+    assert pipeline.resolve_metrics(None, None, True) == ("topiq_fr", "psnr_y", "ssim_y")
+    assert pipeline.resolve_metrics(None, None, False) == ("topiq_nr",)
+    assert pipeline.resolve_metrics("topiq_nr-flive", None, False) == ("topiq_nr-flive",)
+    assert pipeline.resolve_metrics("topiq_fr-pipal", ("topiq", "psnr_y"), True) == (
+        "topiq_fr-pipal",
+        "psnr_y",
+    )
+
+
+def test_fr_topiq_scores_equal_direct_model_call(tmp_path, fr_checkpoint):
+    """The pipeline feeds the model exactly the decoded, aligned RGB frames (stand-in weights)."""
+    ref = media.make_clip(tmp_path / "r.mp4", n_frames=6, width=96, height=64)
+    dist = media.make_clip(tmp_path / "d.mp4", n_frames=6, width=96, height=64, crf=40)
+    table = score_video(
+        str(dist), str(ref), weights=str(fr_checkpoint), offset=0, device="cpu", batch_size=4
+    )
+    assert list(table.columns) == [
+        "frame",
+        "time",
+        "ref_frame",
+        "ref_time",
+        "topiq_fr",
+        "psnr_y",
+        "ssim_y",
+    ]
+    assert table.attrs["model"]["sha256"] and table.attrs["model"]["precision"] == "fp32"
+    from topiq_video.model import load_model
+
+    model = load_model("topiq_fr", weights=str(fr_checkpoint), device="cpu")
+    with open_video(dist) as reader:
+        d = frames_to_rgb(list(reader))
+    with open_video(ref) as reader:
+        r = frames_to_rgb(list(reader))
+    direct = model.score(d, r).numpy()
+    assert np.allclose(table["topiq_fr"].to_numpy(), direct, atol=1e-5)
+
+
+def test_nr_run_has_no_reference_columns(tmp_path, nr_checkpoint):
+    clip = media.make_clip(tmp_path / "c.mp4", n_frames=5, width=64, height=48)
+    table = score_video(str(clip), weights=str(nr_checkpoint), device="cpu")
+    assert list(table.columns) == ["frame", "time", "topiq_nr"]
+    assert np.isfinite(table["topiq_nr"]).all()
+    assert table.attrs["alignment"] is None
+
+
+def test_luma_resize_keeps_code_value_scale():
+    luma = torch.full((1, 4, 6), 100.0)
+    out = pipeline._resize_luma(luma, (12, 8), depth=8, target_depth=10)
+    assert out.shape == (1, 8, 12)
+    assert math.isclose(float(out.mean()), 400.0, abs_tol=1e-3)
+
+
+def test_frames_table_dtypes():
+    rows = [
+        pipeline.FrameScores(0, 0.0, 3, 0.12, {"psnr_y": float("inf")}),
+        pipeline.FrameScores(1, 0.04, 4, 0.16, {"psnr_y": 31.5}),
+    ]
+    table = pipeline.frames_table(rows, ["psnr_y"], True)
+    assert table["frame"].dtype == np.int64
+    assert np.isposinf(table.loc[0, "psnr_y"])
+
+
+def test_av_is_the_decoder():
+    # Guard for the documented decode stack (the wheel bundles FFmpeg with libx264).
+    assert "libx264" in av.codecs_available
