@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import av
+import media
 import numpy as np
 import pytest
 import torch
 from ffmpeg_ref import ffmpeg_psnr_y, ffmpeg_ssim_y
 
-import media
 from topiq_video import pipeline
 from topiq_video.errors import InvalidInputError
 from topiq_video.pipeline import FrameSelection, ScoreOptions, ScoringRun, score_video
