@@ -268,3 +268,9 @@ class Browser:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def browser_available() -> bool:
+    """True when a browser test can run. CI sets TOPIQ_VIDEO_REQUIRE_BROWSER=1 so that a
+    missing Chromium fails those tests instead of skipping them."""
+    return find_chromium() is not None or bool(os.environ.get("TOPIQ_VIDEO_REQUIRE_BROWSER"))

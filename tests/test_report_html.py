@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from browser import Browser, find_chromium
+from browser import Browser, browser_available
 from test_report_json import make_doc, make_frames
 from torchvision.io import decode_jpeg
 
@@ -178,7 +178,7 @@ def test_gallery_rejects_non_rgb():
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(find_chromium() is None, reason="headless Chromium is not installed")
+@pytest.mark.skipif(not browser_available(), reason="headless Chromium is not installed")
 def test_report_renders_in_headless_chromium(evil_report):
     with Browser(width=1280, height=900) as browser:
         browser.open(evil_report)

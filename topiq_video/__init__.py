@@ -1,6 +1,18 @@
-"""topiq-video: TOPIQ quality scores for video files and live streams."""
+"""topiq-video: TOPIQ quality scores for video files and live streams.
+
+The curated public API::
+
+    import topiq_video as tv
+
+    model = tv.load_model("topiq_nr")             # weights: --weights > cache > download
+    scores = model.score(rgb)                      # (N, 3, H, W) floats in [0, 1] -> (N,)
+    table = tv.score_video("enc.mp4", ref="src.mp4")   # per-frame DataFrame, metadata in .attrs
+    tv.build_report("enc.mp4", ref="src.mp4", out_dir="reports/enc")
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from topiq_video.errors import (
     AlignmentError,
@@ -12,11 +24,78 @@ from topiq_video.errors import (
 
 __version__ = "0.1.0"
 
+# Heavy modules (torch, PyAV) load on first use, so `import topiq_video` and the CLI's
+# `--help` stay fast.
+_LAZY = {
+    "load_model": "topiq_video.model",
+    "list_checkpoints": "topiq_video.model.registry",
+    "get_checkpoint": "topiq_video.model.registry",
+    "TopiqModel": "topiq_video.scoring",
+    "score_video": "topiq_video.pipeline",
+    "ScoringRun": "topiq_video.pipeline",
+    "ScoreOptions": "topiq_video.pipeline",
+    "FrameSelection": "topiq_video.pipeline",
+    "FrameScores": "topiq_video.pipeline",
+    "build_report": "topiq_video.report.build",
+    "probe": "topiq_video.video.decode",
+    "open_video": "topiq_video.video.decode",
+    "psnr_y": "topiq_video.metrics",
+    "ssim_y": "topiq_video.metrics",
+    "pool": "topiq_video.pooling",
+    "StreamingSummary": "topiq_video.pooling",
+    "RollingStats": "topiq_video.pooling",
+}
+
+if TYPE_CHECKING:
+    from topiq_video.metrics import psnr_y, ssim_y
+    from topiq_video.model import load_model
+    from topiq_video.model.registry import get_checkpoint, list_checkpoints
+    from topiq_video.pipeline import (
+        FrameScores,
+        FrameSelection,
+        ScoreOptions,
+        ScoringRun,
+        score_video,
+    )
+    from topiq_video.pooling import RollingStats, StreamingSummary, pool
+    from topiq_video.report.build import build_report
+    from topiq_video.scoring import TopiqModel
+    from topiq_video.video.decode import open_video, probe
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'topiq_video' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "AlignmentError",
+    "FrameScores",
+    "FrameSelection",
     "InvalidInputError",
+    "RollingStats",
+    "ScoreOptions",
+    "ScoringRun",
+    "StreamingSummary",
+    "TopiqModel",
     "TopiqVideoError",
     "VideoError",
     "WeightsError",
     "__version__",
+    "build_report",
+    "get_checkpoint",
+    "list_checkpoints",
+    "load_model",
+    "open_video",
+    "pool",
+    "probe",
+    "psnr_y",
+    "score_video",
+    "ssim_y",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from topiq_video import __version__
-from topiq_video.errors import TopiqVideoError, WeightsError
+from topiq_video.errors import InvalidInputError, TopiqVideoError, WeightsError
 from topiq_video.model.registry import (
     DEFAULT_FR_MODEL,
     DEFAULT_NR_MODEL,
@@ -47,6 +48,13 @@ from topiq_video.pipeline import (
     ScoreOptions,
     ScoringRun,
     frames_table,
+)
+from topiq_video.pooling import DEFAULT_WORST_N
+from topiq_video.report.build import (
+    DEFAULT_GALLERY_FRAMES,
+    DEFAULT_REPORTS_DIR,
+    ReportResult,
+    write_report,
 )
 from topiq_video.report.tables import frames_csv_text, write_frames_table
 from topiq_video.scoring import (
@@ -375,6 +383,122 @@ def _echo_run_summary(run: ScoringRun, table: Any, written: str | None) -> None:
         click.echo(f"{name}: mean {mean} over {len(values)} frames{extra}", err=True)
     if written:
         click.echo(f"Wrote {written}", err=True)
+
+
+@cli.command("report")
+@click.argument("dist")
+@scoring_options
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help=f"Folder for report.html, report.json and frames.csv. Default: "
+    f"{DEFAULT_REPORTS_DIR}/<DIST stem>/",
+)
+@click.option(
+    "--scenes",
+    "scenes_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Import cuts (PySceneDetect CSV, or one time/frame a line) instead of detecting them.",
+)
+@click.option("--no-scenes", is_flag=True, help="Treat the whole video as one scene.")
+@click.option(
+    "--worst",
+    type=int,
+    default=DEFAULT_WORST_N,
+    show_default=True,
+    help="Worst frames listed per metric.",
+)
+@click.option(
+    "--gallery",
+    type=int,
+    default=DEFAULT_GALLERY_FRAMES,
+    show_default=True,
+    help="Worst frames shown as pictures per metric.",
+)
+def report_cmd(
+    dist: str,
+    output_dir: str | None,
+    scenes_file: str | None,
+    no_scenes: bool,
+    worst: int,
+    gallery: int,
+    **kwargs: Any,
+) -> None:
+    """Score DIST (against --ref) and write an HTML/JSON/CSV report with scenes and pooling.
+
+    Scene cuts come from the reference in full-reference mode (the source's cuts), from
+    DIST otherwise.
+    """
+    if scenes_file and no_scenes:
+        raise InvalidInputError("--scenes FILE and --no-scenes contradict each other: pick one.")
+    started = time.monotonic()
+    options = _score_options(kwargs, detect_scenes=not (no_scenes or scenes_file))
+    run = ScoringRun(dist, kwargs["ref"], options)
+    rows, failure = run_with_progress(run, "report")
+    result = None
+    if rows:
+        result = write_report(
+            run,
+            rows,
+            output_dir,
+            scenes_file=scenes_file,
+            worst_n=worst,
+            gallery_per_metric=gallery,
+            command=["topiq-video", *sys.argv[1:]],
+            started=started,
+            complete=failure is None,
+        )
+    _raise_after_partial(failure, str(result.out_dir) if result else None)
+    if result is None:  # no failure yet no rows: say why rather than write an empty report
+        raise InvalidInputError(
+            "No frame was scored: check the frame selection (--start/--duration) and the "
+            "alignment (--offset)."
+        )
+    _echo_report_summary(run, result)
+
+
+def _echo_report_summary(run: ScoringRun, result: ReportResult) -> None:
+    alignment = run.alignment
+    if alignment is not None:
+        est = alignment.offset
+        click.echo(
+            f"Alignment: offset {est.offset_seconds:+.3f} s ({est.offset_frames} reference "
+            f"frames, confidence {est.confidence:.2f})"
+        )
+    for warning in run.warnings:
+        click.echo(f"Warning: {warning}")
+    header = ("METRIC", "MEAN", "HARMONIC", "P1", "P5", "MIN", "NON-FINITE", "WORST SCENE")
+    rows = [header]
+    for name in run.metrics:
+        stats = result.pooled.summary[name]
+        worst_scene = result.pooled.worst_scenes.get(name) or []
+        nonfinite = stats.nan_count + stats.posinf_count + stats.neginf_count
+        rows.append(
+            (
+                name,
+                _fmt(stats.mean),
+                _fmt(stats.harmonic_mean),
+                _fmt(stats.p1),
+                _fmt(stats.p5),
+                _fmt(stats.min),
+                str(nonfinite),
+                str(worst_scene[0]) if worst_scene else "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    click.echo(
+        f"{len(result.frames)} frames, {len(result.pooled.scenes)} scene(s). Wrote "
+        f"{result.html_path}, {result.json_path.name}, {result.csv_path.name}"
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -169,7 +169,7 @@ class Alignment:
             "pairing_complete": pairing.complete if pairing else None,
             "scaling": self.scaling,
             "warnings": list(self.warnings),
-            "search_curve": {
+            "search": {
                 "offsets": [float(x) for x in offsets],
                 "costs": [None if not math.isfinite(c) else float(c) for c in costs],
             },
@@ -266,6 +266,7 @@ def compare_streams(dist: VideoInfo, ref: VideoInfo | None) -> list[str]:
 def video_info_dict(info: VideoInfo) -> dict[str, Any]:
     """A JSON-friendly probe (fractions become floats)."""
     data = asdict(info)
+    data["path"] = info.source
     data["fps"] = float(info.fps) if info.fps else None
     data["time_base"] = str(info.time_base)
     return data

@@ -123,15 +123,21 @@ def _column_values(series: pd.Series, as_int: bool) -> tuple[list[Any], list[str
     return values, flags
 
 
-def frame_records(frames: pd.DataFrame, metrics: Iterable[str] | None = None) -> list[dict]:
-    """Per-frame rows as strict-JSON dicts, with ``<metric>_nonfinite`` flags where needed."""
+def frame_records(
+    frames: pd.DataFrame, metrics: Iterable[str] | None = None, *, all_index_columns: bool = True
+) -> list[dict]:
+    """Per-frame rows as strict-JSON dicts, with ``<metric>_nonfinite`` flags where needed.
+
+    ``all_index_columns`` gives every row each of frame/time/ref_frame/ref_time/scene (null
+    when the table lacks it), as the report schema wants; otherwise only the table's own.
+    """
     names = list(metrics) if metrics is not None else metric_columns(frames)
     n = len(frames)
     columns: dict[str, tuple[list[Any], list[str | None]]] = {}
     for col in FRAME_INDEX_COLUMNS:
         if col in frames.columns:
             columns[col] = _column_values(frames[col], col in _INT_INDEX_COLUMNS)
-        else:
+        elif all_index_columns:
             columns[col] = ([None] * n, [None] * n)
     for name in names:
         columns[name] = _column_values(frames[name], False)
@@ -287,6 +293,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
+        # mkstemp creates 0600; give the report the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

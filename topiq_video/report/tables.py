@@ -48,7 +48,7 @@ def write_frames_table(frames: pd.DataFrame, path: str | os.PathLike[str]) -> Pa
     if suffix == ".csv":
         return write_frames_csv(frames, target)
     if suffix == ".json":
-        records = frame_records(frames, metric_columns(frames))
+        records = frame_records(frames, metric_columns(frames), all_index_columns=False)
         return atomic_write_text(target, dumps_strict(records, indent=1) + "\n")
     if suffix == ".parquet":
         try:
