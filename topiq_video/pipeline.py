@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from topiq_video.errors import InvalidInputError
+from topiq_video.errors import InvalidInputError, WeightsError
 from topiq_video.metrics import METRICS, compute_metric
 from topiq_video.model.registry import (
     DEFAULT_FR_MODEL,
@@ -330,14 +330,22 @@ class ScoringRun:
 
         for name in topiq_names:
             if name not in self.models:
-                self.models[name] = load_model(
-                    name,
-                    weights=opts.weights,
-                    device=opts.device,
-                    precision=opts.precision,
-                    batch_size=opts.batch_size,
-                    progress=opts.progress,
-                )
+                try:
+                    self.models[name] = load_model(
+                        name,
+                        weights=opts.weights,
+                        device=opts.device,
+                        precision=opts.precision,
+                        batch_size=opts.batch_size,
+                        progress=opts.progress,
+                    )
+                except WeightsError as exc:
+                    if self.ref_source is None:
+                        raise
+                    raise WeightsError(
+                        f"{exc}\nPSNR and SSIM need no weights: `--metrics psnr_y,ssim_y` "
+                        "(metrics=... in Python) scores without TOPIQ."
+                    ) from exc
         if self.models:
             self.device = next(iter(self.models.values())).device
         else:
