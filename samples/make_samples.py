@@ -39,7 +39,9 @@ def _encode(frames: list[av.VideoFrame], path: Path, size: tuple[int, int], crf:
         stream.codec_context.color_range = 1  # limited
         stream.codec_context.colorspace = 1  # BT.709
         for index, frame in enumerate(frames):
-            scaled = frame.reformat(width=size[0], height=size[1], format="yuv420p", interpolation="LANCZOS")
+            scaled = frame.reformat(
+                width=size[0], height=size[1], format="yuv420p", interpolation="LANCZOS"
+            )
             scaled.pts = index
             scaled.time_base = Fraction(1, 25)
             container.mux(stream.encode(scaled))

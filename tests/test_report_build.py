@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import media
@@ -176,3 +177,41 @@ def test_default_report_dir():
     assert str(default_report_dir("clips/encoded.mp4")) == "reports/encoded"
     assert str(default_report_dir("rtsp://cam.local:554/live/main")) == "reports/main"
     assert str(default_report_dir("udp://127.0.0.1:1234")) == "reports/127.0.0.1"
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not browser_available(), reason="headless Chromium is not installed")
+def test_sample_report_renders(tmp_path):
+    """The README's main job on the bundled samples (PSNR/SSIM: no weights needed here)."""
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            str(SAMPLES / "encoded.mp4"),
+            "--ref",
+            str(SAMPLES / "source.mp4"),
+            "--metrics",
+            "psnr_y,ssim_y",
+            "-o",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "report.json").read_text())
+    jsonschema.validate(doc, load_schema())
+    assert doc["alignment"]["offset_frames"] == 5  # make_samples.py drops 5 frames
+    assert doc["alignment"]["scaling"].startswith("distorted 480x270 -> 640x360")
+    assert len(doc["frames"]) == 127 and doc["scenes"][0]["end_frame"] == 126
+    assert "Blender Foundation" in (doc.get("credits") or "")
+    with Browser(width=1280, height=900) as browser:
+        browser.open(tmp_path / "report.html")
+        state = browser.wait_for("document.documentElement.getAttribute('data-rendered')")
+        assert state == "true", browser.log.errors
+        assert (
+            browser.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length") >= 4
+        )
+        assert browser.evaluate("document.querySelectorAll('img').length") >= 8
+        assert browser.log.errors == []
