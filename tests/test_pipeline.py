@@ -239,3 +239,18 @@ def test_frames_table_dtypes():
 def test_av_is_the_decoder():
     # Guard for the documented decode stack (the wheel bundles FFmpeg with libx264).
     assert "libx264" in av.codecs_available
+
+
+def test_stream_that_changes_size_midway(tmp_path, nr_checkpoint):
+    """Like an HLS rendition switch: batches split where the frame size changes."""
+    first = media.make_clip(tmp_path / "a.ts", n_frames=6, width=96, height=64)
+    second = media.make_clip(tmp_path / "b.ts", n_frames=6, width=64, height=48)
+    # Transport-stream segments appended byte-wise, as a player appends HLS segments.
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    with open_video(joined) as reader:
+        sizes = [(f.width, f.height) for f in reader]
+    assert sizes[0] == (96, 64) and sizes[-1] == (64, 48)
+    table = score_video(str(joined), weights=str(nr_checkpoint), device="cpu", batch_size=4)
+    assert len(table) == len(sizes)
+    assert np.isfinite(table["topiq_nr"]).all()

@@ -378,7 +378,7 @@ def _echo_run_summary(run: ScoringRun, table: Any, written: str | None) -> None:
     for name in run.metrics:
         values = table[name]
         finite = values[np.isfinite(values)]
-        mean = f"{finite.mean():.4f}" if len(finite) else "n/a"
+        mean = f"{finite.mean():.4f}" if len(finite) else _all_nonfinite(values)
         extra = f", {len(values) - len(finite)} non-finite" if len(finite) != len(values) else ""
         click.echo(f"{name}: mean {mean} over {len(values)} frames{extra}", err=True)
     if written:
@@ -479,7 +479,7 @@ def _echo_report_summary(run: ScoringRun, result: ReportResult) -> None:
         rows.append(
             (
                 name,
-                _fmt(stats.mean),
+                _fmt(stats.mean) if stats.count else _all_nonfinite(result.frames[name]),
                 _fmt(stats.harmonic_mean),
                 _fmt(stats.p1),
                 _fmt(stats.p5),
@@ -495,6 +495,12 @@ def _echo_report_summary(run: ScoringRun, result: ReportResult) -> None:
         f"{len(result.frames)} frames, {len(result.pooled.scenes)} scene(s). Wrote "
         f"{result.html_path}, {result.json_path.name}, {result.csv_path.name}"
     )
+
+
+def _all_nonfinite(values: Any) -> str:
+    """What to print for a mean when no value is finite (e.g. PSNR of identical frames)."""
+    kinds = {"+inf" if v > 0 else "-inf" if v < 0 else "nan" for v in values if not np.isfinite(v)}
+    return "/".join(sorted(kinds)) or "n/a"
 
 
 def _fmt(value: float | None) -> str:

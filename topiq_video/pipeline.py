@@ -490,6 +490,11 @@ class ScoringRun:
     ) -> Iterator[FrameScores]:
         batch: list[tuple[VideoFrame, VideoFrame | None]] = []
         for pair in pairs:
+            # A stream may change size or format mid-way (an HLS rendition switch): frames
+            # of one batch are converted together, so start a new batch there.
+            if batch and _layout(pair) != _layout(batch[0]):
+                yield from self._score_batch(batch)
+                batch = []
             batch.append(pair)
             if len(batch) >= self.batch_size:
                 yield from self._score_batch(batch)
@@ -589,6 +594,14 @@ class ScoringRun:
             "scene_cuts": list(self.cuts),
             "frames_scored": self.frames_scored,
         }
+
+
+def _layout(pair: tuple[VideoFrame, VideoFrame | None]) -> tuple[Any, ...]:
+    """What frames must share to be converted in one batch."""
+    return tuple(
+        None if f is None else (f.width, f.height, f.pix_fmt, f.color, f.planes[0].shape)
+        for f in pair
+    )
 
 
 def _resize_rgb(rgb: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
