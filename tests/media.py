@@ -213,9 +213,10 @@ def make_trimmed_clip(path: str | Path, trim: int, **kwargs) -> Path:
     """The clip ``make_clip(**kwargs)`` would give, minus its first ``trim`` frames."""
     fps = Fraction(kwargs.get("fps", DEFAULT_FPS))
     n = kwargs.pop("n_frames", DEFAULT_FRAMES)
-    cuts = [c - trim for c in kwargs.pop("cuts", ()) if c - trim > 0]
+    # Cuts stay in the untrimmed clip's frame numbers: make_clip turns them into times,
+    # and this clip's frame times already start ``trim`` frames late.
     offset = kwargs.pop("time_offset", 0.0) + float(trim / fps)
-    return make_clip(path, n_frames=n - trim, time_offset=offset, cuts=cuts, **kwargs)
+    return make_clip(path, n_frames=n - trim, time_offset=offset, **kwargs)
 
 
 def make_rate_variant(

@@ -254,3 +254,12 @@ def test_stream_that_changes_size_midway(tmp_path, nr_checkpoint):
     table = score_video(str(joined), weights=str(nr_checkpoint), device="cpu", batch_size=4)
     assert len(table) == len(sizes)
     assert np.isfinite(table["topiq_nr"]).all()
+
+
+def test_url_secrets_are_masked_in_metadata():
+    assert (
+        pipeline.redact_source("rtsp://admin:hunter2@cam.local:554/live?token=abc")
+        == "rtsp://***@cam.local:554/live?***"
+    )
+    assert pipeline.redact_source("udp://127.0.0.1:1234") == "udp://127.0.0.1:1234"
+    assert pipeline.redact_source("/videos/a?b.mp4") == "/videos/a?b.mp4"

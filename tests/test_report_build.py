@@ -215,3 +215,80 @@ def test_sample_report_renders(tmp_path):
         )
         assert browser.evaluate("document.querySelectorAll('img').length") >= 8
         assert browser.log.errors == []
+
+
+def test_scene_end_times_are_exclusive(fr_report):
+    out, _ = fr_report
+    doc = json.loads((out / "report.json").read_text())
+    scenes = doc["scenes"]
+    for scene, following in zip(scenes, scenes[1:], strict=False):
+        assert scene["end_time"] == pytest.approx(following["start_time"])
+    last_time = doc["frames"][-1]["time"]
+    assert scenes[-1]["end_time"] == pytest.approx(last_time + 1 / 25)
+
+
+def test_offset_search_curve_is_drawn_in_seconds(fr_report):
+    from topiq_video.report.html import _search_figure
+
+    out, _ = fr_report
+    alignment = json.loads((out / "report.json").read_text())["alignment"]
+    offsets = np.array(alignment["search"]["offsets"])
+    costs = np.array([np.inf if c is None else c for c in alignment["search"]["costs"]])
+    assert offsets[np.argmin(costs)] == pytest.approx(alignment["offset_seconds"])
+    figure = _search_figure(alignment)
+    assert figure["layout"]["shapes"][0]["x0"] == pytest.approx(alignment["offset_seconds"])
+
+
+def test_cuts_survive_a_start_midway(pair, tmp_path):
+    """min_scene_len must not swallow a source cut 5 frames after a mid-stream start."""
+    ref, dist = pair
+    result = CliRunner().invoke(
+        cli,
+        ["report", str(dist), "--ref", str(ref), "--metrics", "psnr_y", "--offset", "0.12"]
+        + ["--start", "0.48", "-o", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["frames"][0]["ref_frame"] == 15
+    # Source cuts at 20 and 41 are distorted frames 17 and 38.
+    assert [s["start_frame"] for s in doc["scenes"]] == [12, 17, 38]
+
+
+def test_nr_warnings_validate_and_show(tmp_path, nr_checkpoint):
+    clip = media.make_clip(tmp_path / "long.mkv", n_frames=40, width=64, height=48)
+    cut = media.make_truncated_copy(clip, tmp_path / "cut.mkv")
+    result = CliRunner().invoke(
+        cli, ["report", str(cut), "--weights", str(nr_checkpoint), "-o", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    jsonschema.validate(doc, load_schema())
+    assert any("stopped decoding at frame" in w for w in doc["warnings"])
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "stopped decoding at frame" in html
+
+
+def test_negative_counts_are_refused_before_scoring(pair):
+    ref, dist = pair
+    for option in ("--gallery", "--worst"):
+        result = CliRunner().invoke(cli, ["report", str(dist), "--ref", str(ref), option, "-1"])
+        assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+SHARED_CLIP = Path(__file__).resolve().parents[2] / "shared" / "media" / "cockatoo_720p_yuv444.mp4"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_CLIP.exists(), reason="needs ../shared/media (not part of the repo)")
+def test_continuous_shot_with_heavy_motion_has_no_cut():
+    """Handheld footage where a naive detector fires near frames 134 and 157."""
+    from topiq_video.pipeline import ScoreOptions, ScoringRun
+
+    run = ScoringRun(
+        str(SHARED_CLIP),
+        str(SHARED_CLIP),
+        ScoreOptions(metrics=("psnr_y",), offset=0, detect_scenes=True),
+    )
+    assert sum(1 for _ in run) == 280
+    assert run.cuts == []
+    assert run.content_scores.max() < ScoreOptions().scene_threshold

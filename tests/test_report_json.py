@@ -66,7 +66,7 @@ def make_scenes(frames: pd.DataFrame) -> list[Scene]:
 def make_context(dist_path: str = "encode.mp4", title: str = "Sample") -> dict:
     probe = {
         "path": f"/videos/{dist_path}",
-        "format": "mov,mp4,m4a,3gp,3g2,mj2",
+        "container": "mov,mp4,m4a,3gp,3g2,mj2",
         "codec": "h264",
         "width": 1280,
         "height": 720,
@@ -91,7 +91,7 @@ def make_context(dist_path: str = "encode.mp4", title: str = "Sample") -> dict:
             "scaling": None,
             "warnings": ["reference has 2 extra leading frames"],
             "search": {
-                "offsets": list(range(-5, 6)),
+                "offsets": [o * 0.04 for o in range(-5, 6)],
                 "costs": [abs(o - 2) + 1.0 for o in range(-5, 6)],
             },
         },

@@ -209,13 +209,14 @@ def test_scenes_from_cuts_cover_all_frames() -> None:
     frames = list(range(0, 20, 2))  # 0, 2, ..., 18
     times = [f / 10 for f in frames]
     scenes = scenes_from_cuts([6, 11], frames, times)
+    # end_time is exclusive: the next scene's start, or one frame past the last frame.
     assert scenes == [
-        Scene(0, 0, 4, 0.0, 0.4),
-        Scene(1, 6, 10, 0.6, 1.0),
-        Scene(2, 12, 18, 1.2, 1.8),  # cut 11 falls between sampled frames: next one starts
+        Scene(0, 0, 4, 0.0, 0.6),
+        Scene(1, 6, 10, 0.6, 1.2),
+        Scene(2, 12, 18, 1.2, pytest.approx(2.0)),  # cut 11 falls between sampled frames
     ]
-    assert scenes_from_cuts([], frames, times) == [Scene(0, 0, 18, 0.0, 1.8)]
-    assert scenes_from_cuts([0, 99], frames, times) == [Scene(0, 0, 18, 0.0, 1.8)]
+    assert scenes_from_cuts([], frames, times) == [Scene(0, 0, 18, 0.0, pytest.approx(2.0))]
+    assert scenes_from_cuts([0, 99], frames, times) == [Scene(0, 0, 18, 0.0, pytest.approx(2.0))]
 
 
 SCENEDETECT_CSV = """Timecode List:,00:00:02.000,00:00:04.400
@@ -257,3 +258,13 @@ def test_load_cut_list_errors_name_the_line(tmp_path) -> None:
         load_cut_list(times_only)
     with pytest.raises(InvalidInputError, match="cannot read"):
         load_cut_list(tmp_path / "missing.txt")
+
+
+def test_min_scene_len_does_not_hold_against_a_scene_begun_before_the_pass() -> None:
+    """Scoring from mid-stream: a cut 5 frames after the first frame seen is real."""
+    clip = _clip([(0, 5), (1, 20), (2, 20)])
+    detector = ContentDetector(min_scene_len=15)
+    detector.update(list(range(100, 145)), clip)
+    assert detector.finish() == [105, 125]
+    # From the stream's start the same cut is too close to the start of the first scene.
+    assert _detect(clip, min_scene_len=15) == [25]

@@ -41,8 +41,10 @@ from topiq_video.model.weights import (
     weights_dir,
 )
 from topiq_video.pipeline import (
+    DEFAULT_MIN_SCENE_LEN,
     DEFAULT_OFFSET,
     DEFAULT_SCALE_TO,
+    DEFAULT_SCENE_THRESHOLD,
     FrameScores,
     FrameSelection,
     ScoreOptions,
@@ -236,7 +238,7 @@ def scoring_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--batch-size",
-            type=int,
+            type=click.IntRange(min=1),
             default=None,
             help=f"Frames per batch. Default: {DEFAULT_BATCH_SIZE_CUDA} on CUDA, "
             f"{DEFAULT_BATCH_SIZE_CPU} on CPU.",
@@ -269,12 +271,21 @@ def scoring_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--start", type=float, default=None, help="Start at this second of DIST."),
         click.option("--duration", type=float, default=None, help="Score this many seconds."),
         click.option(
-            "--every", type=int, default=1, show_default=True, help="Score every Nth frame."
+            "--every",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Score every Nth frame.",
         ),
         click.option(
             "--sample-fps", type=float, default=None, help="Score at most F frames per second."
         ),
-        click.option("--max-frames", type=int, default=None, help="Stop after N scored frames."),
+        click.option(
+            "--max-frames",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Stop after N scored frames.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -405,15 +416,29 @@ def _echo_run_summary(run: ScoringRun, table: Any, written: str | None) -> None:
 )
 @click.option("--no-scenes", is_flag=True, help="Treat the whole video as one scene.")
 @click.option(
+    "--scene-threshold",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_SCENE_THRESHOLD,
+    show_default=True,
+    help="Content change (HSV, 0-255 scale) that makes a cut; raise it for fewer cuts.",
+)
+@click.option(
+    "--min-scene-len",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MIN_SCENE_LEN,
+    show_default=True,
+    help="Shortest scene, in frames.",
+)
+@click.option(
     "--worst",
-    type=int,
+    type=click.IntRange(min=0),
     default=DEFAULT_WORST_N,
     show_default=True,
     help="Worst frames listed per metric.",
 )
 @click.option(
     "--gallery",
-    type=int,
+    type=click.IntRange(min=0),
     default=DEFAULT_GALLERY_FRAMES,
     show_default=True,
     help="Worst frames shown as pictures per metric.",
@@ -423,6 +448,8 @@ def report_cmd(
     output_dir: str | None,
     scenes_file: str | None,
     no_scenes: bool,
+    scene_threshold: float,
+    min_scene_len: int,
     worst: int,
     gallery: int,
     **kwargs: Any,
@@ -435,7 +462,12 @@ def report_cmd(
     if scenes_file and no_scenes:
         raise InvalidInputError("--scenes FILE and --no-scenes contradict each other: pick one.")
     started = time.monotonic()
-    options = _score_options(kwargs, detect_scenes=not (no_scenes or scenes_file))
+    options = _score_options(
+        kwargs,
+        detect_scenes=not (no_scenes or scenes_file),
+        scene_threshold=scene_threshold,
+        min_scene_len=min_scene_len,
+    )
     run = ScoringRun(dist, kwargs["ref"], options)
     rows, failure = run_with_progress(run, "report")
     result = None
@@ -468,8 +500,6 @@ def _echo_report_summary(run: ScoringRun, result: ReportResult) -> None:
             f"Alignment: offset {est.offset_seconds:+.3f} s ({est.offset_frames} reference "
             f"frames, confidence {est.confidence:.2f})"
         )
-    for warning in run.warnings:
-        click.echo(f"Warning: {warning}")
     header = ("METRIC", "MEAN", "HARMONIC", "P1", "P5", "MIN", "NON-FINITE", "WORST SCENE")
     rows = [header]
     for name in run.metrics:

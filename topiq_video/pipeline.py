@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,8 @@ from topiq_video.model.registry import (
     checkpoint_names,
     get_checkpoint,
 )
+from topiq_video.scenes import DEFAULT_MIN_SCENE_LEN
+from topiq_video.scenes import DEFAULT_THRESHOLD as DEFAULT_SCENE_THRESHOLD
 from topiq_video.video.align import (
     DEFAULT_MAX_OFFSET,
     DEFAULT_SEARCH_WINDOW,
@@ -128,8 +131,8 @@ class ScoreOptions:
     scale_to: str = DEFAULT_SCALE_TO  # "ref", "dist" or "WxH"
     selection: FrameSelection = field(default_factory=FrameSelection)
     detect_scenes: bool = False
-    scene_threshold: float | None = None
-    min_scene_len: int | None = None
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD
+    min_scene_len: int = DEFAULT_MIN_SCENE_LEN
     progress: bool | None = None  # download progress bar for weights
 
 
@@ -263,10 +266,25 @@ def compare_streams(dist: VideoInfo, ref: VideoInfo | None) -> list[str]:
     return warnings
 
 
+def redact_source(source: str) -> str:
+    """A source fit to print or save: a URL loses its user:password and its query string
+    (stream keys and tokens travel there)."""
+    parsed = urlsplit(source)
+    if len(parsed.scheme) <= 1 or not (parsed.username or parsed.password or parsed.query):
+        return source
+    host = parsed.hostname or ""
+    if parsed.port:
+        host = f"{host}:{parsed.port}"
+    userinfo = "***@" if parsed.username or parsed.password else ""
+    query = "***" if parsed.query else ""
+    return urlunsplit((parsed.scheme, userinfo + host, parsed.path, query, ""))
+
+
 def video_info_dict(info: VideoInfo) -> dict[str, Any]:
-    """A JSON-friendly probe (fractions become floats)."""
+    """A JSON-friendly probe (fractions become floats, URL secrets masked)."""
     data = asdict(info)
-    data["path"] = info.source
+    data["source"] = redact_source(info.source)
+    data["path"] = data["source"]
     data["fps"] = float(info.fps) if info.fps else None
     data["time_base"] = str(info.time_base)
     return data
@@ -361,19 +379,19 @@ class ScoringRun:
             self.offset = self._estimate_offset()
         self.pairing: PairingStats | None = None
         self.decode_stats: dict[str, Any] = {}
+        # Scene cuts, numbered as frames of the stream they were found in (the reference in
+        # FR mode, the input otherwise): the report maps them onto the scored rows.
         self.cuts: list[int] = []
         self.content_scores: pd.Series | None = None
         self.frames_scored = 0
         self._detector = None
+        self._last_scene_frame = -1
         if opts.detect_scenes:
             from topiq_video.scenes import ContentDetector
 
-            kwargs: dict[str, Any] = {}
-            if opts.scene_threshold is not None:
-                kwargs["threshold"] = opts.scene_threshold
-            if opts.min_scene_len is not None:
-                kwargs["min_scene_len"] = opts.min_scene_len
-            self._detector = ContentDetector(**kwargs)
+            self._detector = ContentDetector(
+                threshold=opts.scene_threshold, min_scene_len=opts.min_scene_len
+            )
 
     # -- set-up ------------------------------------------------------------------------
     def _estimate_offset(self) -> OffsetEstimate:
@@ -511,8 +529,7 @@ class ScoringRun:
         target = self._target_size() if has_ref else None
         columns: dict[str, np.ndarray] = {}
 
-        needs_rgb = bool(self.models) or self._detector is not None
-        if needs_rgb:
+        if self.models:
             dist_native = frames_to_rgb(dist, self.device)
             dist_rgb = _resize_rgb(dist_native, target)
             ref_rgb = _resize_rgb(frames_to_rgb(ref, self.device), target) if has_ref else None
@@ -523,13 +540,19 @@ class ScoringRun:
                 else:
                     scores = model.score(dist_native)
                 columns[name] = scores.float().cpu().numpy().astype(np.float64)
-            if self._detector is not None:
+            del dist_native, dist_rgb, ref_rgb
+        if self._detector is not None:
+            # Cuts come from the source in FR mode (the encode's damage must not fake cuts),
+            # numbered as the source's frames; a reference frame shown twice is seen once.
+            source = ref if has_ref else dist
+            fresh = [f for f in source if f.index > self._last_scene_frame]
+            fresh = [f for i, f in enumerate(fresh) if i == 0 or f.index != fresh[i - 1].index]
+            if fresh:
                 from topiq_video.scenes import downscale_for_scenes
 
-                # Cuts come from the source in FR mode: the encode's damage must not fake cuts.
-                source_rgb = ref_rgb if ref_rgb is not None else dist_rgb
-                self._detector.update([f.index for f in dist], downscale_for_scenes(source_rgb))
-            del dist_native, dist_rgb, ref_rgb
+                small = downscale_for_scenes(frames_to_rgb(fresh, self.device))
+                self._detector.update([f.index for f in fresh], small)
+                self._last_scene_frame = fresh[-1].index
 
         luma_metrics = [m for m in self.metrics if m in METRICS]
         if luma_metrics and has_ref:

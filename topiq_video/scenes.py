@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -66,7 +67,11 @@ _TIME_TOLERANCE_S = 0.0005
 
 @dataclass(frozen=True)
 class Scene:
-    """A run of consecutive scored frames between two cuts; ``end_frame`` is inclusive."""
+    """A run of consecutive scored frames between two cuts.
+
+    ``end_frame`` is the scene's last frame (inclusive); ``end_time`` is when the scene
+    ends (exclusive): the next scene's start, or the last frame's time plus one frame.
+    """
 
     index: int
     start_frame: int
@@ -232,7 +237,9 @@ class ContentDetector:
         consecutive = consecutive.cpu().tolist()
         if self._prev is None:
             consecutive = [math.nan, *consecutive]
-            self._scene_start = indices[0]
+            # A pass that starts mid-stream (--start, a trimmed encode) does not know when
+            # its first scene began, so min_scene_len cannot hold against that scene.
+            self._scene_start = indices[0] if indices[0] == 0 else None
 
         for n, (frame, score) in enumerate(zip(indices, consecutive, strict=True)):
             self._frames.append(frame)
@@ -264,8 +271,7 @@ class ContentDetector:
             return
         if math.isnan(score) or score < self.threshold:
             return
-        assert self._scene_start is not None
-        if frame - self._scene_start < self.min_scene_len:
+        if self._scene_start is not None and frame - self._scene_start < self.min_scene_len:
             logger.debug("cut at frame %d suppressed by min_scene_len", frame)
             return
         if not self.flash_filter:
@@ -318,13 +324,16 @@ def scenes_from_cuts(
         if 0 < pos < len(frames):
             starts.add(pos)
     bounds = sorted(starts) + [len(frames)]
+    times = [float(t) for t in times]
+    # The last scene lasts one (typical) frame past its last frame's time.
+    last_gap = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
     return [
         Scene(
             index=n,
             start_frame=frames[a],
             end_frame=frames[b - 1],
-            start_time=float(times[a]),
-            end_time=float(times[b - 1]),
+            start_time=times[a],
+            end_time=times[b] if b < len(times) else times[-1] + last_gap,
         )
         for n, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False))
     ]

@@ -21,8 +21,14 @@ from topiq_video import __version__
 from topiq_video.errors import InvalidInputError
 from topiq_video.metrics import METRICS
 from topiq_video.model.registry import get_checkpoint
-from topiq_video.pipeline import FrameScores, ScoreOptions, ScoringRun, frames_table
-from topiq_video.pooling import DEFAULT_WORST_N, PooledResult, pool
+from topiq_video.pipeline import (
+    FrameScores,
+    ScoreOptions,
+    ScoringRun,
+    frames_table,
+    redact_source,
+)
+from topiq_video.pooling import DEFAULT_WORST_N, PooledResult, WorstFrame, pool
 from topiq_video.report.document import build_report_document, write_report_json
 from topiq_video.report.gallery import GalleryFrame, make_gallery_frame
 from topiq_video.report.html import write_report_html
@@ -33,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_REPORTS_DIR = Path("reports")
 DEFAULT_GALLERY_FRAMES = 4  # worst frames shown per metric
+GALLERY_SPACING_S = 1.0  # gallery pictures of one metric are at least this far apart
 CREDIT_TAGS = ("copyright", "artist", "comment", "license")
 
 
@@ -118,12 +125,36 @@ def resolve_scenes(
         cuts = _map_cuts_to_rows(table, file_cuts, "ref_frame" if has_ref else "frame")
         source = "file"
     elif run.options.detect_scenes:
-        cuts = list(run.cuts)
+        cuts = _map_cuts_to_rows(table, run.cuts, "ref_frame" if has_ref else "frame")
         source = "reference" if has_ref else "input"
     else:
         cuts, source = [], "none"
     scenes = scenes_from_cuts(cuts, table["frame"].tolist(), table["time"].tolist())
     return scenes, source
+
+
+def spread_worst(
+    table: pd.DataFrame, metric: str, count: int, spacing: float = GALLERY_SPACING_S
+) -> list[WorstFrame]:
+    """The worst frames of ``metric`` at least ``spacing`` seconds apart (neighbours of one
+    bad moment look alike), topped up with the next worst when the video is too short."""
+    values = table[metric].to_numpy(dtype=np.float64)
+    order = [i for i in np.argsort(values, kind="stable") if not np.isnan(values[i])]
+    times = table["time"].to_numpy(dtype=np.float64)
+    chosen: list[int] = []
+    for i in order:
+        if len(chosen) >= count:
+            break
+        if all(abs(times[i] - times[j]) >= spacing for j in chosen):
+            chosen.append(i)
+    for i in order:
+        if len(chosen) >= count:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return [
+        WorstFrame(int(table["frame"].iloc[i]), float(times[i]), float(values[i])) for i in chosen
+    ]
 
 
 def gallery_frames(
@@ -134,8 +165,8 @@ def gallery_frames(
     from topiq_video.video.decode import read_frames_at
 
     picks: list[tuple[str, Any]] = []
-    for metric, worst in pooled.worst_frames.items():
-        picks.extend((metric, w) for w in worst[:per_metric])
+    for metric in pooled.worst_frames:
+        picks.extend((metric, w) for w in spread_worst(table, metric, per_metric))
     if not picks:
         return []
     ref_of = dict(zip(table["frame"], table["ref_frame"], strict=True)) if run.ref_source else {}
@@ -225,9 +256,7 @@ def write_report(
     run_info = {
         "version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": list(command)
-        if command is not None and not isinstance(command, str)
-        else command,
+        "command": _redacted_command(command),
         "duration_s": None if started is None else round(time.monotonic() - started, 3),
         "complete": complete,
         "frames_scored": len(table),
@@ -245,8 +274,7 @@ def write_report(
         scene_source=scene_source,
         credits=_credits(run),
     )
-    if not has_ref and metadata["warnings"]:
-        document["warnings"] = list(metadata["warnings"])
+    document["warnings"] = run_warnings(run, metadata, complete)
     json_path = write_report_json(document, out / "report.json")
     csv_path = write_frames_csv(table, out / "frames.csv")
     try:
@@ -256,11 +284,41 @@ def write_report(
         gallery = []
     scene_scores = None
     if run.content_scores is not None and len(run.content_scores):
-        scene_scores = run.content_scores.reindex(table["frame"]).to_numpy()
+        source_frames = table["ref_frame" if has_ref else "frame"].astype("int64")
+        scene_scores = run.content_scores.reindex(source_frames).to_numpy()
     html_path = write_report_html(
         document, out / "report.html", gallery=gallery, scene_scores=scene_scores
     )
     return ReportResult(out, json_path, html_path, csv_path, document, pooled, table)
+
+
+def _redacted_command(command: Sequence[str] | str | None) -> list[str] | str | None:
+    if command is None:
+        return None
+    if isinstance(command, str):
+        return " ".join(redact_source(part) for part in command.split(" "))
+    return [redact_source(part) for part in command]
+
+
+def run_warnings(run: ScoringRun, metadata: dict[str, Any], complete: bool) -> list[str]:
+    """Everything a reader must know before trusting the numbers."""
+    warnings = list(metadata["warnings"])
+    if not complete:
+        warnings.append("The run was interrupted: the report covers only the frames scored.")
+    for role, stats in metadata["decode"].items():
+        label = "reference" if role == "ref" else "input"
+        if stats.get("truncated_at") is not None:
+            warnings.append(
+                f"The {label} stopped decoding at frame {stats['truncated_at']} (truncated "
+                "file?): frames after it are missing from this report."
+            )
+        damaged = stats.get("decode_errors", 0) + stats.get("corrupt_frames", 0)
+        if damaged:
+            warnings.append(
+                f"The {label} had {damaged} damaged packet(s) or frame(s); scores near them "
+                "reflect the damage."
+            )
+    return warnings
 
 
 def _options_dict(options: ScoreOptions) -> dict[str, Any]:

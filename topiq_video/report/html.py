@@ -334,6 +334,20 @@ def _timeline_figure(
             }
         )
     shapes = []
+    threshold = ((doc.get("run") or {}).get("options") or {}).get("scene_threshold")
+    if scores is not None and isinstance(threshold, (int, float)):
+        shapes.append(
+            {
+                "type": "line",
+                "xref": "paper",
+                "yref": f"y{n}" if n > 1 else "y",
+                "x0": 0,
+                "x1": 1,
+                "y0": threshold,
+                "y1": threshold,
+                "line": {"color": WORST_COLOR, "width": 1, "dash": "dot"},
+            }
+        )
     for k, scene in enumerate(doc.get("scenes") or []):
         if k % 2 or scene.get("start_time") is None or scene.get("end_time") is None:
             continue
@@ -455,7 +469,7 @@ def _search_figure(alignment: Mapping[str, Any]) -> dict[str, Any] | None:
     if not offsets or len(offsets) != len(costs):
         return None
     shapes = []
-    chosen = alignment.get("offset_frames")
+    chosen = alignment.get("offset_seconds")
     if chosen is not None:
         shapes.append(
             {
@@ -476,11 +490,11 @@ def _search_figure(alignment: Mapping[str, Any]) -> dict[str, Any] | None:
         "y": costs,
         "line": {"color": METRIC_COLORS[0], "width": 1.6},
         "marker": {"size": 4},
-        "hovertemplate": "offset %{x} frames<br>cost %{y:.4g}<extra></extra>",
+        "hovertemplate": "offset %{x:.3f} s<br>cost %{y:.4g}<extra></extra>",
     }
     layout = _layout(
         height=260,
-        xaxis=_axis(title={"text": "offset (frames, reference − encode)"}),
+        xaxis=_axis(title={"text": "offset (s): reference time − encode time"}),
         yaxis=_axis(title={"text": "mismatch cost (lower = better match)"}),
         shapes=shapes,
     )
@@ -732,7 +746,7 @@ def _alignment_html(doc: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]
 
 _PROBE_FIELDS = (
     ("path", "file"),
-    ("format", "container"),
+    ("container", "container"),
     ("codec", "codec"),
     ("width", "width"),
     ("height", "height"),
@@ -1016,11 +1030,14 @@ def render_report_html(
     )
     title_html = f"<p class='vs'>title tag: {esc(title_tag)}</p>" if title_tag else ""
 
-    warnings = (alignment or {}).get("warnings") or []
+    warnings = list(
+        dict.fromkeys([*(doc.get("warnings") or []), *((alignment or {}).get("warnings") or [])])
+    )
+    see = " — see <a href='#alignment'>Alignment</a>" if alignment else ""
     top_warn = (
         "<div class='callout warn'><b>"
-        + esc(f"{len(warnings)} alignment warning{'s' if len(warnings) != 1 else ''}")
-        + "</b> — see <a href='#alignment'>Alignment</a>.<ul>"
+        + esc(f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}")
+        + f"</b>{see}.<ul>"
         + "".join(f"<li>{esc(w)}</li>" for w in warnings)
         + "</ul></div>"
         if warnings
