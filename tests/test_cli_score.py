@@ -201,3 +201,12 @@ def test_traceback_only_with_debug(tmp_path, monkeypatch):
     result = invoke("score", str(tmp_path / "missing.mp4"))
     assert result.exit_code != 0
     assert result.exception is not None and "does not exist" in str(result.exception)
+
+
+def test_bad_output_format_is_refused_before_scoring(clips, tmp_path):
+    t0 = time.monotonic()
+    result = invoke(
+        "score", str(clips["dist"]), "--ref", str(clips["ref"]), "-o", str(tmp_path / "x.xlsx")
+    )
+    assert_clean_error(result, "unknown table format", ".csv")
+    assert time.monotonic() - t0 < 5

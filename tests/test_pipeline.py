@@ -263,3 +263,103 @@ def test_url_secrets_are_masked_in_metadata():
     )
     assert pipeline.redact_source("udp://127.0.0.1:1234") == "udp://127.0.0.1:1234"
     assert pipeline.redact_source("/videos/a?b.mp4") == "/videos/a?b.mp4"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"start": float("nan")}, "--start"),
+        ({"duration": float("inf")}, "--duration"),
+        ({"sample_fps": float("inf")}, "--sample-fps"),
+        ({"offset": "inf"}, "--offset"),
+        ({"offset": "nan"}, "--offset"),
+        ({"max_offset": float("nan")}, "--max-offset"),
+        ({"max_offset": 1e9}, "--max-offset"),
+    ],
+)
+def test_non_finite_options_are_refused(clips, kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        score_video(str(clips["ref"]), str(clips["ref"]), metrics="psnr_y", **kwargs)
+
+
+def test_huge_sample_rate_keeps_every_frame_and_ends(clips):
+    table = score_video(
+        str(clips["ref"]), str(clips["ref"]), metrics="psnr_y", offset=0, sample_fps=1e9
+    )
+    assert list(table["frame"]) == list(range(60))
+
+
+def test_auto_offset_refused_for_live_sources(clips, monkeypatch):
+    from dataclasses import replace
+
+    real_probe = pipeline.probe
+    monkeypatch.setattr(pipeline, "probe", lambda source: replace(real_probe(source), is_live=True))
+    with pytest.raises(InvalidInputError, match="live stream: pass --offset"):
+        score_video(str(clips["ref"]), str(clips["ref"]), metrics="psnr_y")
+
+
+def test_out_of_memory_in_a_batch_is_split_without_losing_frames(clips, monkeypatch, caplog):
+    expected = score_video(str(clips["trimmed"]), str(clips["ref"]), metrics=LUMA, offset=0.48)
+    original = ScoringRun._score_batch_once
+
+    def flaky(self, batch):
+        if len(batch) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(self, batch)
+
+    monkeypatch.setattr(ScoringRun, "_score_batch_once", flaky)
+    with caplog.at_level("WARNING", logger="topiq_video.pipeline"):
+        table = score_video(
+            str(clips["trimmed"]), str(clips["ref"]), metrics=LUMA, offset=0.48, batch_size=8
+        )
+    assert list(table["frame"]) == list(expected["frame"])
+    assert np.array_equal(table["psnr_y"], expected["psnr_y"])
+    assert sum("out of memory" in r.getMessage() for r in caplog.records) == 1
+
+
+def _info(**changes):
+    from dataclasses import replace
+
+    from topiq_video.video.decode import ColorInfo, VideoInfo
+
+    base = VideoInfo(
+        source="x.mp4",
+        container="mp4",
+        codec="h264",
+        width=1920,
+        height=1080,
+        pix_fmt="yuv420p",
+        bit_depth=8,
+        fps=__import__("fractions").Fraction(25),
+        time_base=__import__("fractions").Fraction(1, 12800),
+        start_time=0.0,
+        duration=10.0,
+        frame_count=250,
+        color=ColorInfo("bt709", "limited", "bt709", "bt709", 8, False),
+        rotation=0,
+        scan_type="progressive",
+        is_vfr=False,
+        metadata={},
+        is_live=False,
+    )
+    return replace(base, **changes)
+
+
+def test_stream_mismatch_warnings():
+    from topiq_video.video.decode import ColorInfo
+
+    assert pipeline.compare_streams(_info(), _info()) == []
+    pq = ColorInfo("bt2020", "limited", "pq", "bt2020", 10, False)
+    checks = {
+        "HDR": (_info(color=pq), _info()),
+        "variable frame rate": (_info(is_vfr=True), _info()),
+        "Frame rates differ": (_info(fps=__import__("fractions").Fraction(30)), _info()),
+        "Resolutions differ": (_info(width=1280, height=720), _info()),
+        "Durations differ": (_info(duration=12.5), _info()),
+        "Scan types differ": (_info(scan_type="interlaced"), _info()),
+    }
+    for needle, (dist, ref) in checks.items():
+        warnings = pipeline.compare_streams(dist, ref)
+        assert len(warnings) == 1 and needle in warnings[0], (needle, warnings)
+    # No reference: only the warnings about the input itself.
+    assert len(pipeline.compare_streams(_info(color=pq), None)) == 1

@@ -56,9 +56,20 @@ def test_unknown_name_lists_valid_names_and_suggests() -> None:
     [
         (ResizePolicy(), (37, 91), (37, 91)),
         (ResizePolicy(384), (480, 640), (384, 512)),
-        (ResizePolicy(384), (1920, 1080), (683, 384)),
+        (ResizePolicy(384), (1920, 1080), (682, 384)),  # truncated, as torchvision does
+        (ResizePolicy(384), (720, 1280), (384, 682)),
         (ResizePolicy(384), (100, 100), (384, 384)),
     ],
 )
 def test_resize_policy_keeps_aspect_and_sets_shorter_side(policy, hw, expected) -> None:
     assert policy.output_size(*hw) == expected
+
+
+@pytest.mark.parametrize("hw", [(720, 1280), (1080, 1920), (2160, 3840), (1080, 1440), (97, 131)])
+def test_resize_policy_matches_torchvision(hw):
+    """The FLIVE checkpoint was evaluated through torchvision's resize(size=384)."""
+    import torch
+    import torchvision.transforms.functional as TF
+
+    resized = TF.resize(torch.zeros(1, 3, *hw), 384, antialias=True)
+    assert ResizePolicy(384).output_size(*hw) == tuple(resized.shape[-2:])

@@ -58,7 +58,7 @@ from topiq_video.report.build import (
     ReportResult,
     write_report,
 )
-from topiq_video.report.tables import frames_csv_text, write_frames_table
+from topiq_video.report.tables import check_table_path, frames_csv_text, write_frames_table
 from topiq_video.scoring import (
     DEFAULT_BATCH_SIZE_CPU,
     DEFAULT_BATCH_SIZE_CUDA,
@@ -362,6 +362,8 @@ def score_cmd(dist: str, output: str | None, **kwargs: Any) -> None:
     DIST and --ref are files or anything FFmpeg opens by URL (rtsp://, udp://, http(s)://,
     HLS). Columns: frame, time, [ref_frame, ref_time], then one per metric.
     """
+    if output is not None:
+        check_table_path(output)
     run = ScoringRun(dist, kwargs["ref"], _score_options(kwargs))
     rows, failure = run_with_progress(run, "score")
     table = frames_table(rows, run.metrics, kwargs["ref"] is not None)
@@ -386,6 +388,19 @@ def _echo_run_summary(run: ScoringRun, table: Any, written: str | None) -> None:
             f"{len(table)} frames paired",
             err=True,
         )
+        pairing = alignment.pairing
+        if pairing is not None and (pairing.unmatched_dist or pairing.unmatched_ref):
+            click.echo(
+                f"Unmatched: {pairing.unmatched_dist} distorted and {pairing.unmatched_ref} "
+                "reference frames outside the common overlap (not scored)"
+                + ("" if pairing.complete else ", counted up to where the run stopped"),
+                err=True,
+            )
+    for role, stats in run.decode_stats.items():
+        damaged = stats.get("decode_errors", 0) + stats.get("corrupt_frames", 0)
+        if damaged:
+            label = "reference" if role == "ref" else "distorted input"
+            click.echo(f"Decode: {damaged} damaged packet(s)/frame(s) in the {label}", err=True)
     for name in run.metrics:
         values = table[name]
         finite = values[np.isfinite(values)]

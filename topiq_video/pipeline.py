@@ -52,6 +52,7 @@ DEFAULT_SCALE_TO = "ref"
 DEFAULT_PIPELINE_BATCH = 8  # frames per step when no TOPIQ model sets the batch size
 THUMBNAIL_SIZE = (36, 64)  # (h, w) luma thumbnails for the offset search
 DURATION_MISMATCH_S = 1.0
+MAX_OFFSET_LIMIT = 60.0  # the search compares every candidate: keep its cost bounded
 HDR_TRANSFERS = frozenset({"pq", "hlg", "smpte2084", "arib-std-b67"})
 TABLE_COLUMNS = ("frame", "time", "ref_frame", "ref_time")
 
@@ -67,6 +68,10 @@ class FrameSelection:
     max_frames: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("start", "duration", "sample_fps"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise InvalidInputError(f"--{name.replace('_', '-')} must be a finite number.")
         if self.start is not None and self.start < 0:
             raise InvalidInputError(f"--start must be >= 0 seconds, got {self.start}.")
         if self.duration is not None and self.duration <= 0:
@@ -82,17 +87,19 @@ class FrameSelection:
         """Thin the decoded frames (start/duration are applied by the decoder's seek)."""
         kept = 0
         next_sample: float | None = None
+        grid_start = 0.0
         for position, frame in enumerate(frames):
             if position % self.every:
                 continue
             if self.sample_fps is not None:
                 if next_sample is not None and frame.time + 1e-6 < next_sample:
                     continue
-                # Step from the ideal grid, not from this frame, so the rate does not drift.
-                base = frame.time if next_sample is None else next_sample
-                next_sample = base + 1.0 / self.sample_fps
-                while next_sample <= frame.time + 1e-6:
-                    next_sample += 1.0 / self.sample_fps
+                # Stay on the ideal grid (t0 + k / fps), so the rate does not drift.
+                if next_sample is None:
+                    grid_start = frame.time
+                step = 1.0 / self.sample_fps
+                k = math.floor((frame.time + 1e-6 - grid_start) / step) + 1
+                next_sample = grid_start + k * step
             yield frame
             kept += 1
             if self.max_frames is not None and kept >= self.max_frames:
@@ -358,7 +365,7 @@ class ScoringRun:
                         progress=opts.progress,
                     )
                 except WeightsError as exc:
-                    if self.ref_source is None:
+                    if self.ref_source is None or opts.weights is not None:
                         raise
                     raise WeightsError(
                         f"{exc}\nPSNR and SSIM need no weights: `--metrics psnr_y,ssim_y` "
@@ -386,6 +393,7 @@ class ScoringRun:
         self.frames_scored = 0
         self._detector = None
         self._last_scene_frame = -1
+        self._oom_warned = False
         if opts.detect_scenes:
             from topiq_video.scenes import ContentDetector
 
@@ -401,12 +409,28 @@ class ScoringRun:
         if opts.offset != "auto":
             try:
                 seconds = float(opts.offset)
+                if not math.isfinite(seconds):
+                    raise ValueError
             except (TypeError, ValueError) as exc:
                 raise InvalidInputError(
-                    f"--offset {opts.offset!r}: use 'auto' or a number of seconds "
+                    f"--offset {opts.offset!r}: use 'auto' or a finite number of seconds "
                     "(positive when the encode starts later in the source)."
                 ) from exc
             return OffsetEstimate.manual(seconds, 1.0 / ref_fps if ref_fps else 1.0 / 30)
+        if not (math.isfinite(opts.max_offset) and 0 <= opts.max_offset <= MAX_OFFSET_LIMIT):
+            raise InvalidInputError(
+                f"--max-offset must be between 0 and {MAX_OFFSET_LIMIT:g} seconds, got "
+                f"{opts.max_offset}; for larger shifts pass --offset SECONDS."
+            )
+        live = [role for role, info in self.inputs.items() if info.is_live]
+        if live:
+            # Each connection to a live source starts at "now": an offset measured on one
+            # connection says nothing about the next.
+            raise InvalidInputError(
+                "--offset auto needs seekable inputs, but the "
+                + " and ".join("reference" if r == "ref" else "distorted input" for r in live)
+                + " is a live stream: pass --offset SECONDS (0 when both are captured together)."
+            )
         span = search_span(DEFAULT_SEARCH_WINDOW, opts.max_offset)
         dist_thumbs, dist_times = _read_thumbnails(self.dist_source, span)
         ref_thumbs, ref_times = _read_thumbnails(self.ref_source or "", span)
@@ -521,6 +545,27 @@ class ScoringRun:
             yield from self._score_batch(batch)
 
     def _score_batch(
+        self, batch: Sequence[tuple[VideoFrame, VideoFrame | None]]
+    ) -> list[FrameScores]:
+        """Score one batch; on a GPU out-of-memory, in halves (never losing a frame)."""
+        try:
+            return self._score_batch_once(batch)
+        except torch.cuda.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            if not self._oom_warned:
+                logger.warning(
+                    "GPU out of memory with %d frames per batch: continuing with %d.",
+                    len(batch),
+                    len(batch) // 2,
+                )
+                self._oom_warned = True
+            torch.cuda.empty_cache()
+            self.batch_size = max(1, len(batch) // 2)
+            half = len(batch) // 2
+            return self._score_batch(batch[:half]) + self._score_batch(batch[half:])
+
+    def _score_batch_once(
         self, batch: Sequence[tuple[VideoFrame, VideoFrame | None]]
     ) -> list[FrameScores]:
         dist = [d for d, _ in batch]

@@ -46,11 +46,13 @@ class ResizePolicy:
         """The (height, width) a frame of the given size is scored at."""
         if self.shorter_side is None:
             return height, width
-        short = min(height, width)
-        scale = self.shorter_side / short
+        short, long = min(height, width), max(height, width)
+        # Truncate like torchvision's resize(size=int), which the checkpoints were tested
+        # with: 1080p becomes 384x682, not 384x683.
+        new_long = max(1, int(self.shorter_side * long / short))
         if height <= width:
-            return self.shorter_side, max(1, round(width * scale))
-        return max(1, round(height * scale)), self.shorter_side
+            return self.shorter_side, new_long
+        return new_long, self.shorter_side
 
     def describe(self) -> str:
         if self.shorter_side is None:

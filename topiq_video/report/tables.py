@@ -37,6 +37,24 @@ def write_frames_csv(frames: pd.DataFrame, path: str | os.PathLike[str]) -> Path
     return atomic_write_text(path, frames_csv_text(frames))
 
 
+def check_table_path(path: str | os.PathLike[str]) -> None:
+    """Refuse an output the writer could not produce, before any work is done."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise InvalidInputError(
+            f"unknown table format {suffix or '(no suffix)'!r} for {Path(path).name}: "
+            f"use one of {', '.join(TABLE_SUFFIXES)}"
+        )
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise InvalidInputError(
+                "writing .parquet needs pyarrow: pip install 'topiq-video[parquet]', "
+                "or choose a .csv or .json output"
+            ) from exc
+
+
 def write_frames_table(frames: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write the per-frame table in the format named by the suffix: .csv, .parquet or .json.
 
@@ -50,14 +68,8 @@ def write_frames_table(frames: pd.DataFrame, path: str | os.PathLike[str]) -> Pa
     if suffix == ".json":
         records = frame_records(frames, metric_columns(frames), all_index_columns=False)
         return atomic_write_text(target, dumps_strict(records, indent=1) + "\n")
+    check_table_path(target)
     if suffix == ".parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as exc:
-            raise InvalidInputError(
-                "writing .parquet needs pyarrow: pip install 'topiq-video[parquet]', "
-                "or choose a .csv or .json output"
-            ) from exc
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         try:
