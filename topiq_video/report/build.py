@@ -212,14 +212,13 @@ def _to_uint8(rgb: Any) -> np.ndarray:
 
 
 def _credits(run: ScoringRun) -> str | None:
-    parts = []
+    parts: dict[str, str] = {}  # credit text -> who carries it (once, even if both do)
     for role, info in run.inputs.items():
         tags = {k.lower(): v for k, v in info.metadata.items()}
         for key in CREDIT_TAGS:
-            if tags.get(key):
-                label = "reference" if role == "ref" else "input"
-                parts.append(f"{label} {key}: {tags[key]}")
-    return "; ".join(parts) or None
+            if tags.get(key) and tags[key] not in parts:
+                parts[tags[key]] = f"{'reference' if role == 'ref' else 'input'} {key}"
+    return "; ".join(f"{who}: {text}" for text, who in parts.items()) or None
 
 
 def write_report(

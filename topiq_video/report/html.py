@@ -760,6 +760,8 @@ _PROBE_FIELDS = (
 def _cell(value: Any) -> str:
     if value is None:
         return "<span class='muted'>—</span>"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, (dict, list)):
         return f"<code>{esc(json.dumps(value, ensure_ascii=False))}</code>"
     if isinstance(value, float):
