@@ -6,10 +6,16 @@ server on 127.0.0.1; nothing here reaches the internet.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import http.server
+import io
 import os
 import socket
+import threading
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +24,11 @@ from standin import fixture_key_shapes, standin_state_dict
 
 from topiq_video.errors import WeightsError
 from topiq_video.model import weights as W
+from topiq_video.model.cfanet import cfanet_from_state_dict
 from topiq_video.model.registry import get_checkpoint
 
 FR = get_checkpoint("topiq_fr")
+NR = get_checkpoint("topiq_nr")
 
 
 def _closed_port_url() -> str:
@@ -80,7 +88,8 @@ def test_corrupted_cache_is_detected(mirror) -> None:
         W.resolve_weights(FR)
     msg = str(err.value)
     assert "corrupt" in msg and str(path) in msg
-    assert f"topiq-video weights download {FR.name}" in msg
+    for way_out in ("--weights PATH", W.ENV_WEIGHTS_URL, f"weights download --force {FR.name}"):
+        assert way_out in msg
     assert mirror.requests == [FR.filename]
     assert W.verify_cached(FR).state == "corrupt"
 
@@ -169,16 +178,72 @@ def test_pickle_with_code_is_refused_and_never_runs(tmp_path) -> None:
     marker = tmp_path / "code-ran"
     evil = tmp_path / "evil.pth"
     torch.save({"params": {"x": _RunsCode(marker)}}, evil)
-    with pytest.raises(WeightsError, match="weights_only"):
+    with pytest.raises(WeightsError) as err:
         W.load_state_dict(evil, FR)
     assert not marker.exists()
+    msg = str(err.value)
+    assert str(evil) in msg and FR.filename in msg
+    assert "not a plain tensor checkpoint" in msg and "may contain code" in msg
+    # PyTorch's advice to load it unsafely must not reach our users.
+    assert "weights_only" not in msg and "False" not in msg and "Re-run" not in msg
 
 
-def test_wrong_architecture_is_refused(nr_checkpoint) -> None:
+def test_wrong_architecture_names_the_model_it_fits(nr_checkpoint, fr_checkpoint) -> None:
     with pytest.raises(WeightsError) as err:
         W.load_state_dict(nr_checkpoint, FR)
     msg = str(err.value)
-    assert "no-reference (NR) checkpoint" in msg and FR.filename in msg
+    assert "looks like an NR checkpoint: use --model topiq_nr (or another NR model" in msg
+    assert "topiq_nr-flive" in msg and FR.filename in msg
+    with pytest.raises(WeightsError) as err:
+        W.load_state_dict(fr_checkpoint, NR)
+    assert "looks like an FR checkpoint: use --model topiq_fr (or another FR model" in str(
+        err.value
+    )
+
+
+@pytest.fixture(scope="module")
+def fr_state() -> dict[str, torch.Tensor]:
+    return standin_state_dict(fixture_key_shapes("fr"), salt=5)
+
+
+def _first_key(state: dict[str, torch.Tensor], suffix: str) -> str:
+    return next(k for k in state if k.endswith(suffix))
+
+
+@pytest.mark.parametrize("case", ["all_int8", "one_long", "float_counter"])
+def test_wrong_tensor_dtypes_are_refused(case, fr_state, tmp_path) -> None:
+    state = dict(fr_state)
+    if case == "all_int8":
+        state = {k: v.to(torch.int8) for k, v in state.items()}
+        culprit = "torch.int8"  # every float tensor is wrong; which ones are named may vary
+    elif case == "one_long":
+        culprit = _first_key(state, "sa_attn_blks.0.layers.0.linear1.weight")
+        state[culprit] = state[culprit].long()
+    else:
+        culprit = _first_key(state, "num_batches_tracked")
+        state[culprit] = state[culprit].float()
+    path = tmp_path / f"{case}.pth"
+    torch.save({"params": state}, path)
+    with pytest.raises(WeightsError) as err:
+        W.load_state_dict(path, FR)
+    msg = str(err.value)
+    assert str(path) in msg and culprit in msg and FR.filename in msg
+    assert ("model: integer" if case == "float_counter" else "model: floating point") in msg
+    # The in-memory loader refuses it too, instead of failing inside torch.
+    with pytest.raises(WeightsError, match="dtype mismatch"):
+        cfanet_from_state_dict(state, use_ref=True)
+
+
+def test_half_precision_weights_load_as_float32(fr_state, tmp_path) -> None:
+    state = {k: v.half() if v.is_floating_point() else v.int() for k, v in fr_state.items()}
+    path = tmp_path / "half.pth"
+    torch.save(state, path)
+    loaded = W.load_state_dict(path, FR)
+    model = cfanet_from_state_dict(loaded, use_ref=True)
+    by_kind: dict[bool, set[torch.dtype]] = {}
+    for key, value in model.state_dict().items():
+        by_kind.setdefault(key.endswith("num_batches_tracked"), set()).add(value.dtype)
+    assert by_kind == {True: {torch.int64}, False: {torch.float32}}
 
 
 def test_unverified_cache_file_is_checked_by_loading(fr_checkpoint) -> None:
@@ -201,3 +266,133 @@ def test_interrupted_download_leaves_nothing(mirror, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         W.resolve_weights(FR, progress=False)
     assert _weights_dir_entries() == []
+
+
+# --------------------------------------------------------------------------- download limits
+
+
+@dataclasses.dataclass
+class _RawServer:
+    """Serves ``bodies`` without a Content-Length (close-delimited) and ``redirects``."""
+
+    url: str = ""
+    bodies: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    redirects: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@pytest.fixture
+def raw_server() -> Iterator[_RawServer]:
+    state = _RawServer()
+
+    class Handler(http.server.BaseHTTPRequestHandler):  # HTTP/1.0: the body ends at close
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            name = self.path.lstrip("/")
+            if name in state.redirects:
+                self.send_response(302)
+                self.send_header("Location", state.redirects[name])
+                self.end_headers()
+            elif name in state.bodies:
+                self.send_response(200)
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(state.bodies[name])
+            else:
+                self.send_error(404, "not found")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_download_over_the_size_cap_by_content_length(mirror, monkeypatch) -> None:
+    monkeypatch.setattr(W, "MAX_DOWNLOAD_BYTES", 1000)
+    with pytest.raises(WeightsError) as err:
+        W.resolve_weights(FR, progress=False)
+    assert "too large" in str(err.value) and "Content-Length" in str(err.value)
+    assert _weights_dir_entries() == []
+
+
+def test_download_over_the_size_cap_without_content_length(raw_server, monkeypatch) -> None:
+    raw_server.bodies[FR.filename] = b"x" * 5000
+    monkeypatch.setenv(W.ENV_WEIGHTS_URL, raw_server.url)
+    monkeypatch.setattr(W, "MAX_DOWNLOAD_BYTES", 1000)
+    with pytest.raises(WeightsError) as err:
+        W.resolve_weights(FR, progress=False)
+    assert "too large" in str(err.value) and "more than 1000 bytes" in str(err.value)
+    assert _weights_dir_entries() == []
+
+
+def test_redirects_are_followed_but_never_off_http(
+    raw_server, weights_server, fr_checkpoint, monkeypatch
+) -> None:
+    weights_server.files[FR.filename] = fr_checkpoint
+    monkeypatch.setenv(W.ENV_WEIGHTS_URL, raw_server.url)
+    raw_server.redirects[FR.filename] = f"{weights_server.url}/{FR.filename}"
+    assert W.resolve_weights(FR, progress=False).source == "download"  # http -> http is fine
+
+    monkeypatch.setenv(W.ENV_WEIGHTS_URL, raw_server.url + "/ftp")
+    raw_server.redirects[f"ftp/{FR.filename}"] = f"ftp://127.0.0.1:1/{FR.filename}"
+    with pytest.raises(WeightsError, match="refused redirect"):
+        W.download_weights(FR, force=True, progress=False)
+
+
+def test_https_to_http_redirect_is_refused() -> None:
+    handler = W._SafeRedirectHandler()
+    request = urllib.request.Request("https://weights.example/cfanet.pth")
+    with pytest.raises(OSError, match="refused redirect"):
+        handler.redirect_request(
+            request, io.BytesIO(), 302, "Found", {}, "http://weights.example/cfanet.pth"
+        )
+    same = handler.redirect_request(
+        request, io.BytesIO(), 302, "Found", {}, "https://cdn.example/cfanet.pth"
+    )
+    assert same is not None and same.full_url == "https://cdn.example/cfanet.pth"
+
+
+# --------------------------------------------------------------------------- sidecar
+
+
+def test_sidecar_write_leaves_other_writers_temp_files_alone(mirror) -> None:
+    # Another download's temp sidecar, mid-write under the name the old code always used.
+    W.weights_dir().mkdir(parents=True)
+    other = W.weights_dir() / f"{FR.filename}.sha256.tmp"
+    other.write_text("another writer's sidecar\n")
+    resolved = W.resolve_weights(FR, progress=False)
+    assert other.read_text() == "another writer's sidecar\n"
+    assert W.verify_cached(FR).state == "ok"
+    assert _weights_dir_entries() == sorted([FR.filename, FR.filename + ".sha256", other.name])
+    assert resolved.path.with_name(FR.filename + ".sha256").read_text().split()[0] == (
+        resolved.sha256
+    )
+
+
+def test_concurrent_sidecar_writes_never_fail(tmp_path) -> None:
+    target = tmp_path / "model.pth"
+    errors: list[BaseException] = []
+
+    def write(digit: str) -> None:
+        try:
+            for _ in range(50):
+                W._write_sidecar(target, digit * 64)
+        except BaseException as exc:  # collected: a worker's exception would vanish
+            errors.append(exc)
+
+    workers = [threading.Thread(target=write, args=(d,)) for d in "0123456789abcdef"[:8]]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    assert W._read_sidecar(target) in {d * 64 for d in "01234567"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth.sha256"]

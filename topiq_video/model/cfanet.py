@@ -377,6 +377,38 @@ def cfanet_key_shapes(use_ref: bool) -> dict[str, tuple[int, ...]]:
     return {key: tuple(t.shape) for key, t in model.state_dict().items()}
 
 
+def cfanet_key_dtypes(use_ref: bool) -> dict[str, torch.dtype]:
+    """dtype of every state_dict entry of :class:`CFANet` (float32, except BatchNorm's integer
+    ``num_batches_tracked`` counters), computed without allocating weights."""
+    with torch.device("meta"):
+        model = CFANet(use_ref)
+    return {key: t.dtype for key, t in model.state_dict().items()}
+
+
+def _is_integer_dtype(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
+def dtype_mismatches(
+    state_dict: Mapping[str, object], expected: Mapping[str, torch.dtype]
+) -> list[str]:
+    """Entries whose tensor cannot fill the model's slot, as ``"key: int64 (model: floating
+    point)"``. Any floating dtype fills a float slot (it is cast); integer slots need integers.
+    Keys absent from either side and non-tensors are left to the key/shape checks."""
+    problems: list[str] = []
+    for key, want in expected.items():
+        value = state_dict.get(key)
+        if not isinstance(value, torch.Tensor):
+            continue
+        if value.layout != torch.strided:
+            problems.append(f"{key}: {value.layout} layout (model: dense)")
+        elif want.is_floating_point and not value.is_floating_point():
+            problems.append(f"{key}: {value.dtype} (model: floating point)")
+        elif _is_integer_dtype(want) and not _is_integer_dtype(value.dtype):
+            problems.append(f"{key}: {value.dtype} (model: integer)")
+    return problems
+
+
 def _unwrap(state_dict: Mapping[str, object]) -> Mapping[str, object]:
     # Official files hold {"params": state_dict}; accept either form.
     params = state_dict.get("params") if isinstance(state_dict, Mapping) else None
@@ -397,7 +429,7 @@ def _guess_kind(state_dict: Mapping[str, object]) -> str | None:
 
 def _describe_mismatch(
     model: CFANet, state_dict: Mapping[str, object]
-) -> tuple[list[str], list[str], list[str]]:
+) -> tuple[list[str], list[str], list[str], list[str]]:
     expected = {key: tuple(t.shape) for key, t in model.state_dict().items()}
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
@@ -410,12 +442,13 @@ def _describe_mismatch(
             wrong.append(f"{key}: not a tensor ({type(value).__name__})")
         elif tuple(value.shape) != shape:
             wrong.append(f"{key}: file {tuple(value.shape)}, model {shape}")
-    return missing, unexpected, wrong
+    dtypes = {key: t.dtype for key, t in model.state_dict().items()}
+    return missing, unexpected, wrong, dtype_mismatches(state_dict, dtypes)
 
 
 def _check_state_dict(model: CFANet, state_dict: Mapping[str, object]) -> None:
-    missing, unexpected, wrong = _describe_mismatch(model, state_dict)
-    if not (missing or unexpected or wrong):
+    missing, unexpected, wrong, bad_dtypes = _describe_mismatch(model, state_dict)
+    if not (missing or unexpected or wrong or bad_dtypes):
         return
     want = "FR" if model.use_ref else "NR"
     kind = _guess_kind(state_dict)
@@ -432,10 +465,16 @@ def _check_state_dict(model: CFANet, state_dict: Mapping[str, object]) -> None:
         )
     elif not any(key.startswith("semantic_model.") for key in state_dict):
         lines.append("It has no ResNet50 backbone keys: it is probably not a CFANet checkpoint.")
+    elif bad_dtypes and not (missing or unexpected or wrong):
+        lines.append(
+            "Names and shapes fit, but some tensors have the wrong type (e.g. integer where "
+            "the network has floating-point weights): use the published checkpoint."
+        )
     for label, items in (
         ("missing keys", missing),
         ("unexpected keys", unexpected),
         ("shape mismatches", wrong),
+        ("dtype mismatches", bad_dtypes),
     ):
         if items:
             shown = ", ".join(items[:_ERROR_KEY_LIMIT])
@@ -450,7 +489,7 @@ def load_cfanet_state_dict(model: CFANet, state_dict: Mapping[str, object]) -> N
     """Load weights strictly into ``model`` (in place).
 
     ``state_dict`` is a plain state_dict or an official ``{"params": state_dict}`` file content.
-    Raises :class:`WeightsError` naming missing/unexpected keys and shape mismatches.
+    Raises :class:`WeightsError` naming missing/unexpected keys, shape and dtype mismatches.
     """
     state_dict = _unwrap(state_dict)
     _check_state_dict(model, state_dict)
@@ -472,16 +511,17 @@ def cfanet_from_state_dict(state_dict: Mapping[str, object], use_ref: bool) -> C
     with torch.device("meta"):
         model = CFANet(use_ref)
     _check_state_dict(model, state_dict)
+    # Adopt each tensor in the model's own dtype (float32; int64 counters).
+    expected = model.state_dict()
     tensors = {
-        key: value.to(
-            device="cpu",
-            dtype=torch.float32 if value.is_floating_point() else value.dtype,
-            copy=True,
-        )
+        key: value.to(device="cpu", dtype=expected[key].dtype, copy=True)
         for key, value in state_dict.items()
         if isinstance(value, torch.Tensor)
     }
-    model.load_state_dict(tensors, strict=True, assign=True)
+    try:
+        model.load_state_dict(tensors, strict=True, assign=True)
+    except RuntimeError as exc:  # anything the checks above did not foresee
+        raise WeightsError(f"Could not load the CFANet weights: {exc}") from exc
     return model.eval()
 
 
@@ -493,6 +533,8 @@ __all__ = [
     "MultiheadAttention",
     "ResNet50Features",
     "cfanet_from_state_dict",
+    "cfanet_key_dtypes",
     "cfanet_key_shapes",
+    "dtype_mismatches",
     "load_cfanet_state_dict",
 ]

@@ -8,7 +8,9 @@ loads as a checkpoint of the right architecture; its sha256 is then recorded in 
 file (``<file>.sha256``) and checked on every later cache hit.
 
 Checkpoints are untrusted input: they are only ever read with ``weights_only=True``, which
-refuses pickles that would run code.
+refuses pickles that would run code, and must hold tensors of the model's names, shapes and
+dtypes. Downloads are capped at :data:`MAX_DOWNLOAD_BYTES` and never follow a redirect from
+https to plain http.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,12 @@ from typing import TYPE_CHECKING
 import platformdirs
 
 from topiq_video.errors import WeightsError
-from topiq_video.model.registry import CheckpointInfo
+from topiq_video.model.registry import (
+    DEFAULT_FR_MODEL,
+    DEFAULT_NR_MODEL,
+    CheckpointInfo,
+    list_checkpoints,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +50,9 @@ WEIGHTS_SUBDIR = "weights"
 SIDECAR_SUFFIX = ".sha256"
 DOWNLOAD_TIMEOUT_S = 60.0  # per connect / per read, not for the whole transfer
 CHUNK_BYTES = 1 << 20
+# The published checkpoints are ~140-180 MB; anything far bigger is not one, and a hostile
+# mirror must not be able to fill the disk.
+MAX_DOWNLOAD_BYTES = 1 << 30
 USER_AGENT = "topiq-video (+https://github.com/chaofengc/IQA-PyTorch weights)"
 
 SOURCE_LOCAL = "local"
@@ -114,10 +125,17 @@ def _read_sidecar(path: Path) -> str | None:
 
 def _write_sidecar(path: Path, sha256: str) -> None:
     side = _sidecar(path)
-    tmp = side.with_name(side.name + ".tmp")
-    # sha256sum-compatible, so `sha256sum -c` works on the cache folder too.
-    tmp.write_text(f"{sha256}  {path.name}\n", encoding="ascii")
-    os.replace(tmp, side)
+    # A unique temp name, so concurrent downloads never write into each other's temp file;
+    # os.replace makes whichever finishes last win with a complete sidecar.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".tmp", dir=side.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            # sha256sum-compatible, so `sha256sum -c` works on the cache folder too.
+            fh.write(f"{sha256}  {path.name}\n")
+        os.replace(tmp, side)
+    finally:
+        _remove_quietly(tmp)  # no-op once replaced
 
 
 def _ways_out(info: CheckpointInfo) -> str:
@@ -132,8 +150,10 @@ def _ways_out(info: CheckpointInfo) -> str:
 def _corrupt_message(info: CheckpointInfo, path: Path, why: str) -> str:
     return (
         f"The cached checkpoint {path} for model {info.name!r} is corrupted ({why}). "
-        f"Delete it (and {_sidecar(path).name}) and re-download it with "
-        f"`topiq-video weights download {info.name} --force`."
+        f"Ways out: re-download it with `topiq-video weights download --force {info.name}` "
+        f"(set {ENV_WEIGHTS_URL} to a mirror, http(s):// or file://, that holds "
+        f"{info.filename} if the published URLs are unreachable); or pass a good copy with "
+        "`--weights PATH` (weights= in Python)."
     )
 
 
@@ -147,18 +167,13 @@ def load_state_dict(path: str | os.PathLike[str], info: CheckpointInfo) -> dict[
     """
     import torch
 
-    from topiq_video.model.cfanet import cfanet_key_shapes
+    from topiq_video.model.cfanet import cfanet_key_dtypes, cfanet_key_shapes, dtype_mismatches
 
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip/EOF errors all mean "not a usable checkpoint"
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(
-            f"{path} is not a loadable TOPIQ checkpoint for {info.name!r} ({first_line}). "
-            "It may be truncated, not a PyTorch file, or contain code (refused: checkpoints "
-            f"are loaded with weights_only=True). Expected {info.filename}."
-        ) from exc
+        raise WeightsError(_unloadable_message(path, info, exc)) from exc
 
     if isinstance(obj, dict) and isinstance(obj.get("params"), dict):
         obj = obj["params"]
@@ -172,16 +187,64 @@ def load_state_dict(path: str | os.PathLike[str], info: CheckpointInfo) -> dict[
 
     problem = _architecture_mismatch(obj, cfanet_key_shapes(info.use_ref))
     if problem:
-        other = cfanet_key_shapes(not info.use_ref)
+        # Lead with the fix when the file is simply the other mode's checkpoint.
         hint = ""
-        if not _architecture_mismatch(obj, other):
-            kind = "no-reference (NR)" if info.use_ref else "full-reference (FR)"
-            hint = f" It is a {kind} checkpoint, but {info.name!r} is {info.mode.upper()}."
+        if not _architecture_mismatch(obj, cfanet_key_shapes(not info.use_ref)):
+            hint = " " + _other_mode_hint(info)
         raise WeightsError(
-            f"{path} is not a CFANet {info.mode.upper()} checkpoint for {info.name!r}: "
-            f"{problem}.{hint} Expected {info.filename}."
+            f"{path} is not a CFANet {info.mode.upper()} checkpoint for {info.name!r} "
+            f"(expected {info.filename}).{hint} Details: {problem}."
+        )
+    bad = dtype_mismatches(obj, cfanet_key_dtypes(info.use_ref))
+    if bad:
+        raise WeightsError(
+            f"{path} has the names and shapes of a CFANet {info.mode.upper()} checkpoint, but "
+            f"{len(bad)} tensor(s) of the wrong type, e.g. {bad[:3]}: the network needs "
+            "floating-point weights (and integer BatchNorm counters). It is not the published "
+            f"checkpoint (converted or quantized?): use the official {info.filename} for "
+            f"{info.name!r}."
         )
     return obj
+
+
+def _unloadable_message(path: Path, info: CheckpointInfo, exc: Exception) -> str:
+    text = str(exc).strip()
+    lowered = text.lower()
+    if "weights only" in lowered or "weights_only" in lowered:
+        # PyTorch's own text advises re-running with weights_only=False, i.e. letting the
+        # file run its code: pass on only the line that names what was refused.
+        reason = next(
+            (
+                line.strip().rstrip(".")
+                for line in text.splitlines()
+                if "global" in line.lower() and "weights_only" not in line.lower()
+            ),
+            "",
+        )
+        return (
+            f"{path} is not a plain tensor checkpoint and was refused without running it: "
+            f"it holds Python objects other than tensors, which may contain code"
+            + (f" ({reason})" if reason else "")
+            + f". Get the official checkpoint {info.filename} for {info.name!r} from a "
+            "trusted source."
+        )
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    return (
+        f"{path} is not a loadable TOPIQ checkpoint for {info.name!r} ({first_line}). "
+        f"It may be truncated or not a PyTorch file. Expected {info.filename}."
+    )
+
+
+def _other_mode_hint(info: CheckpointInfo) -> str:
+    """Which models a checkpoint of the other mode (NR vs FR) than ``info``'s fits."""
+    kind = "NR" if info.use_ref else "FR"
+    default = DEFAULT_NR_MODEL if info.use_ref else DEFAULT_FR_MODEL
+    others = [c.name for c in list_checkpoints() if c.use_ref != info.use_ref and c.name != default]
+    also = f" (or another {kind} model: {', '.join(others)})" if others else ""
+    return (
+        f"This looks like an {kind} checkpoint: use --model {default}{also}, "
+        f"or pass the {info.mode.upper()} checkpoint {info.filename} for {info.name!r}."
+    )
 
 
 def _architecture_mismatch(
@@ -271,16 +334,46 @@ def _show_progress(progress: bool | None) -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
+class _DownloadRefused(OSError):
+    """A download stopped on purpose: too large, or an unsafe redirect."""
+
+
+class _SafeRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but never from https to anything else, nor to a non-http(s) URL
+    (a downgrade would let anyone on the path swap the checkpoint)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        old = urllib.parse.urlsplit(req.full_url).scheme.lower()
+        new = urllib.parse.urlsplit(newurl).scheme.lower()
+        if new not in ("http", "https") or (old == "https" and new != "https"):
+            fp.close()
+            raise _DownloadRefused(
+                f"refused redirect from {old}:// to {newurl} (a checkpoint fetched over "
+                "https is only ever followed to https)"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _too_large(size: str) -> _DownloadRefused:
+    return _DownloadRefused(
+        f"too large: {size}, over the {MAX_DOWNLOAD_BYTES} byte cap (the checkpoints are "
+        "~140-180 MB); the server is not serving a TOPIQ checkpoint"
+    )
+
+
 def _fetch(url: str, dest: Path, progress: bool) -> str:
     """Stream ``url`` into ``dest``; returns the sha256. Raises OSError/HTTPException on failure."""
     from tqdm.auto import tqdm
 
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    opener = urllib.request.build_opener(_SafeRedirectHandler())
     digest = hashlib.sha256()
     received = 0
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+    with opener.open(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
         length_header = response.headers.get("Content-Length")
         expected = int(length_header) if length_header and length_header.isdigit() else None
+        if expected is not None and expected > MAX_DOWNLOAD_BYTES:
+            raise _too_large(f"Content-Length {expected} bytes")
         with (
             open(dest, "wb") as out,
             tqdm(
@@ -295,9 +388,12 @@ def _fetch(url: str, dest: Path, progress: bool) -> str:
             ) as bar,
         ):
             while True:
-                block = response.read(CHUNK_BYTES)
+                # Never ask for more than one byte past the cap, whatever the server claims.
+                block = response.read(min(CHUNK_BYTES, MAX_DOWNLOAD_BYTES + 1 - received))
                 if not block:
                     break
+                if received + len(block) > MAX_DOWNLOAD_BYTES:
+                    raise _too_large(f"more than {MAX_DOWNLOAD_BYTES} bytes sent")
                 out.write(block)
                 digest.update(block)
                 received += len(block)
