@@ -142,6 +142,7 @@ def make_clip(
     rotation: int = 0,
     metadata: dict[str, str] | None = None,
     seed: int = DEFAULT_SEED,
+    gop: int | None = None,
 ) -> Path:
     """Encode a synthetic clip and return its path.
 
@@ -153,6 +154,8 @@ def make_clip(
     ``time_offset``: content time of the first frame, in seconds.
     ``render_factor``: render at this multiple of the size, then box-average down.
     ``rotation``: display-matrix rotation in degrees (counter-clockwise, as PyAV reads back).
+    ``gop``: fixed keyframe interval in frames (libx264: no scene-cut keyframes either);
+    None keeps the encoder's default.
     """
     path = Path(path)
     fps = Fraction(fps)
@@ -179,6 +182,10 @@ def make_clip(
             cc.options = {"crf": str(crf), "preset": "veryfast"}
             if codec == "libx265":
                 cc.options["x265-params"] = "log-level=none"
+            if gop is not None and codec == "libx264":
+                cc.options["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+        if gop is not None:
+            cc.gop_size = gop
         if colorspace is not None:
             cc.colorspace = _MATRIX_TO_AVCOL[colorspace]
             cc.color_primaries = _PRIMARIES_FOR_MATRIX[colorspace]

@@ -120,3 +120,15 @@ def test_mixed_batch_rejected(tmp_path):
         frames_to_rgb([a, b])
     with pytest.raises(InvalidInputError):
         frames_to_rgb([])
+
+
+@pytest.mark.parametrize("pix_fmt", ["gbrp10le", "rgb48le", "rgba"])
+def test_high_bit_and_alpha_rgb_match_8bit_rgb(tmp_path, pix_fmt):
+    # Delivered as rgb24 and labelled so: luma (for PSNR) equals the rgb24 source's.
+    src = _first_frame(media.make_raw_clip(tmp_path / "a.nut", "rgb24", n_frames=1))
+    other = _first_frame(media.make_raw_clip(tmp_path / "b.nut", pix_fmt, n_frames=1))
+    assert other.color == src.color and other.color.bit_depth == 8
+    diff = (frames_to_luma([other]) - frames_to_luma([src])).abs()
+    assert float(diff.max()) <= 1.0
+    rgb = frames_to_rgb([other])[0].permute(1, 2, 0).numpy() * 255.0
+    assert np.abs(rgb - media.clip_frames_rgb(1)[0]).max() <= 1.0 + 1e-3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import logging
 import socket
 import threading
@@ -278,3 +280,222 @@ def test_unreachable_network_source_fails_fast(scheme):
     with pytest.raises(VideoError, match="open timeout"):
         open_video(url, open_timeout=1.5)
     assert time.monotonic() - t0 < 10
+
+
+# -- seeking with start= -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gop_clips(tmp_path_factory):
+    """100 frames with a keyframe every 25 (and one with a single keyframe) per container."""
+    d = tmp_path_factory.mktemp("gop")
+    out = {}
+    for ext in ("mp4", "mkv", "ts"):
+        out[ext] = media.make_clip(d / f"gop.{ext}", n_frames=100, width=64, height=48, gop=25)
+    out["ts_one_key"] = media.make_clip(
+        d / "onekey.ts", n_frames=100, width=64, height=48, gop=1000
+    )
+    return out
+
+
+@pytest.mark.parametrize("name", ["mp4", "mkv", "ts", "ts_one_key"])
+@pytest.mark.parametrize("start", [0.5, 1.0, 2.3])
+def test_start_yields_first_frame_at_or_after_start(gop_clips, name, start):
+    full, _ = _decode_all(gop_clips[name])
+    expected = next(f for f in full if f.time >= start - 1e-6)
+    part, _ = _decode_all(gop_clips[name], start=start, duration=0.2)
+    assert part[0].index == expected.index and part[0].pts == expected.pts
+    assert [f.index for f in part] == list(range(expected.index, expected.index + 5))
+    for f in part:
+        assert np.array_equal(f.planes[0], full[f.index].planes[0])
+
+
+def test_start_past_the_end_says_check_the_window(gop_clips):
+    reader = open_video(gop_clips["ts"], start=60.0)
+    with pytest.raises(VideoError, match="start/duration window"), reader:
+        list(reader)
+
+
+# -- damage: exact indices, lost frames, no false truncation --------------------------------
+
+
+@pytest.fixture(scope="session")
+def damaged(tmp_path_factory):
+    d = tmp_path_factory.mktemp("damaged")
+    out = {}
+    for ext in ("ts", "mp4"):
+        clean = media.make_clip(d / f"clean.{ext}", n_frames=150, width=96, height=64)
+        out[ext] = (clean, media.make_corrupted_copy(clean, d / f"bad.{ext}"))
+    return out
+
+
+@pytest.mark.parametrize("ext", ["ts", "mp4"])
+def test_damage_keeps_true_indices_and_is_not_truncation(damaged, ext, caplog):
+    clean, bad = damaged[ext]
+    full, _ = _decode_all(clean)
+    true_index = {f.pts: f.index for f in full}
+    with caplog.at_level(logging.WARNING, logger="topiq_video.video.decode"):
+        frames, reader = _decode_all(bad)
+    # Damage made frames disappear: the survivors keep their true positions.
+    assert len(frames) < len(full)
+    assert [f.index for f in frames] == [true_index[f.pts] for f in frames]
+    assert [f.time for f in frames] == [full[f.index].time for f in frames]
+    assert reader.stats.lost_frames == len(full) - len(frames)
+    assert reader.stats.truncated_at is None
+    assert not [r for r in caplog.records if "truncated" in r.getMessage()]
+
+
+def test_damage_and_start_together(damaged):
+    clean, bad = damaged["ts"]
+    full, _ = _decode_all(clean)
+    true_index = {f.pts: f.index for f in full}
+    frames, _ = _decode_all(bad, start=4.0)
+    assert frames[0].index == 100 and frames[0].pts == full[100].pts
+    assert all(true_index[f.pts] == f.index for f in frames)
+
+
+# -- colour of RGB inputs ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pix_fmt", ["gbrp10le", "rgb48le", "rgba", "gbrp"])
+def test_rgb_inputs_describe_delivered_planes(tmp_path, pix_fmt):
+    path = media.make_raw_clip(tmp_path / "c.nut", pix_fmt, n_frames=2)
+    frames, _ = _decode_all(path)
+    f = frames[0]
+    assert f.pix_fmt == "rgb24" and f.planes[0].dtype == np.uint8
+    assert (f.color.matrix, f.color.range, f.color.bit_depth, f.color.guessed) == (
+        "rgb",
+        "full",
+        8,
+        False,
+    )
+    info = probe(path)
+    assert info.bit_depth == 8 and info.color == f.color
+    diff = np.abs(f.planes[0].astype(int) - media.clip_frames_rgb(1)[0].astype(int))
+    assert diff.max() <= 1
+
+
+# -- sources: URLs, liveness, redaction, error causes ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("rtsp://admin:pw@cam:554/live?token=abc", "rtsp://***@cam:554/live?***"),
+        ("https://cdn.example/v.mp4?sig=123", "https://cdn.example/v.mp4?***"),
+        ("srt://user@host:9000", "srt://***@host:9000"),
+        ("http://example.com/plain.mp4", "http://example.com/plain.mp4"),
+        ("/videos/what?.mp4", "/videos/what?.mp4"),
+        ("clip?v=2.mp4", "clip?v=2.mp4"),
+        ("C:\\videos\\a.mp4", "C:\\videos\\a.mp4"),
+    ],
+)
+def test_redact_source(source, expected):
+    assert decode.redact_source(source) == expected
+
+
+def test_file_url_opens_and_missing_file_url_is_clear(clips, tmp_path):
+    url = clips["plain"].resolve().as_uri()
+    frames, _ = _decode_all(url)
+    assert len(frames) == 48
+    with pytest.raises(VideoError, match="does not exist"):
+        open_video((tmp_path / "nope.mp4").as_uri())
+
+
+def test_live_is_protocol_or_no_duration():
+    assert decode.is_live_scheme("rtsp://cam/live") and decode.is_live_scheme("udp://@:1234")
+    assert decode.is_live_scheme("srt://h:1") and decode.is_live_scheme("rtmp://h/app")
+    assert not decode.is_live_scheme("https://cdn/v.mp4")
+    assert not decode.is_live_scheme("ftp://h/v.mp4") and not decode.is_live_scheme("v.mp4")
+
+
+class _RangeHandler:
+    """A minimal HTTP/1.1 file server with byte ranges (what FFmpeg's http client uses)."""
+
+    def __init__(self, data: bytes) -> None:
+        payload = data
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                rng = self.headers.get("Range")
+                start, end = 0, len(payload) - 1
+                if rng and rng.startswith("bytes="):
+                    a, _, b = rng[6:].partition("-")
+                    start = int(a or 0)
+                    end = int(b) if b else end
+                body = payload[start : end + 1]
+                self.send_response(206 if rng else 200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(body)))
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(payload)}")
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_http_file_with_duration_is_not_live_and_takes_start(clips, caplog):
+    # MKV: served MP4 loses its first packet to FFmpeg's mov demuxer over this server.
+    with _RangeHandler(clips["long_mkv"].read_bytes()) as srv:
+        url = f"http://user:secret@127.0.0.1:{srv.port}/clip.mkv?token=abc"
+        info = probe(url)
+        assert not info.is_live and info.duration == pytest.approx(100 / 25, abs=0.05)
+        frames, _ = _decode_all(url, start=1.0)
+    assert frames[0].index == 25 and len(frames) == 75
+    with _RangeHandler(b"\0" * 1000) as srv:
+        url = f"http://user:secret@127.0.0.1:{srv.port}/x.mp4?token=abc"
+        with pytest.raises(VideoError) as err:
+            probe(url, open_timeout=3)
+    assert "secret" not in str(err.value) and "token=abc" not in str(err.value)
+    assert "127.0.0.1" in str(err.value)
+
+
+def test_empty_decode_names_the_first_error(tmp_path):
+    path = media.make_zero_frame_clip(tmp_path / "zero.mp4")
+    reader = open_video(path)
+    with pytest.raises(VideoError) as err, reader:
+        list(reader)
+    first = reader.stats.error_messages[0]
+    assert "Invalid data" in first and f"first error: {first}" in str(err.value)
+
+
+def test_truncation_warning_hides_url_secrets(tmp_path, clips, caplog):
+    cut = media.make_truncated_copy(clips["long_mkv"], tmp_path / "cut.mkv")
+    with _RangeHandler(cut.read_bytes()) as srv:
+        url = f"http://u:hunter2@127.0.0.1:{srv.port}/cut.mkv?key=k9"
+        with caplog.at_level(logging.WARNING, logger="topiq_video.video.decode"):
+            frames, reader = _decode_all(url)
+    assert reader.stats.truncated_at == len(frames)
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "truncated" in text and "hunter2" not in text and "k9" not in text
+
+
+def test_appended_ts_segments_keep_every_frame(tmp_path):
+    # Timestamps restart at the seam (and the TS demuxer flags a continuity error there):
+    # neither may drop the second segment's frames nor scramble indices.
+    a = media.make_clip(tmp_path / "a.ts", n_frames=6, width=96, height=64)
+    b = media.make_clip(tmp_path / "b.ts", n_frames=6, width=64, height=48)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(a.read_bytes() + b.read_bytes())
+    frames, reader = _decode_all(joined)
+    assert [f.index for f in frames] == list(range(12))
+    assert [f.width for f in frames] == [96] * 6 + [64] * 6
+    assert reader.stats.lost_frames == 0

@@ -397,7 +397,11 @@ def _echo_run_summary(run: ScoringRun, table: Any, written: str | None) -> None:
                 err=True,
             )
     for role, stats in run.decode_stats.items():
-        damaged = stats.get("decode_errors", 0) + stats.get("corrupt_frames", 0)
+        damaged = (
+            stats.get("decode_errors", 0)
+            + stats.get("corrupt_frames", 0)
+            + stats.get("lost_frames", 0)
+        )
         if damaged:
             label = "reference" if role == "ref" else "distorted input"
             click.echo(f"Decode: {damaged} damaged packet(s)/frame(s) in the {label}", err=True)

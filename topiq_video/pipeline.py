@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -43,7 +42,13 @@ from topiq_video.video.align import (
     search_span,
 )
 from topiq_video.video.color import frames_to_luma, frames_to_rgb, luma_thumbnails
-from topiq_video.video.decode import VideoFrame, VideoInfo, open_video, probe
+from topiq_video.video.decode import (
+    VideoFrame,
+    VideoInfo,
+    open_video,
+    probe,
+    redact_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -271,20 +276,6 @@ def compare_streams(dist: VideoInfo, ref: VideoInfo | None) -> list[str]:
             "same way before comparing for meaningful scores."
         )
     return warnings
-
-
-def redact_source(source: str) -> str:
-    """A source fit to print or save: a URL loses its user:password and its query string
-    (stream keys and tokens travel there)."""
-    parsed = urlsplit(source)
-    if len(parsed.scheme) <= 1 or not (parsed.username or parsed.password or parsed.query):
-        return source
-    host = parsed.hostname or ""
-    if parsed.port:
-        host = f"{host}:{parsed.port}"
-    userinfo = "***@" if parsed.username or parsed.password else ""
-    query = "***" if parsed.query else ""
-    return urlunsplit((parsed.scheme, userinfo + host, parsed.path, query, ""))
 
 
 def video_info_dict(info: VideoInfo) -> dict[str, Any]:

@@ -311,7 +311,11 @@ def run_warnings(run: ScoringRun, metadata: dict[str, Any], complete: bool) -> l
                 f"The {label} stopped decoding at frame {stats['truncated_at']} (truncated "
                 "file?): frames after it are missing from this report."
             )
-        damaged = stats.get("decode_errors", 0) + stats.get("corrupt_frames", 0)
+        damaged = (
+            stats.get("decode_errors", 0)
+            + stats.get("corrupt_frames", 0)
+            + stats.get("lost_frames", 0)
+        )
         if damaged:
             warnings.append(
                 f"The {label} had {damaged} damaged packet(s) or frame(s); scores near them "
