@@ -499,3 +499,29 @@ def test_appended_ts_segments_keep_every_frame(tmp_path):
     assert [f.index for f in frames] == list(range(12))
     assert [f.width for f in frames] == [96] * 6 + [64] * 6
     assert reader.stats.lost_frames == 0
+
+
+def _vfr_clip(path, n=40):
+    """Frames 20 ms and 60 ms apart in turn (a screen recording's stop-and-go)."""
+    with av.open(str(path), "w") as out:
+        # A millisecond codec time base keeps the irregular timestamps exact.
+        stream = out.add_stream("libx264", rate=1000)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        t = 0
+        for i in range(n):
+            img = np.full((48, 64, 3), (i * 6) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            frame.pts = t
+            frame.time_base = Fraction(1, 1000)
+            t += 20 if i % 2 else 60
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_variable_frame_rate_is_detected_from_timestamps(tmp_path, clips):
+    assert probe(_vfr_clip(tmp_path / "vfr.mkv")).is_vfr is True
+    # H.264 in MP4 reports a doubled base rate; that alone must not look variable.
+    assert probe(clips["plain"]).is_vfr is False

@@ -28,6 +28,9 @@ from topiq_video.errors import VideoError
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPEN_TIMEOUT = 10.0  # seconds to open a network source or wait for its data
+VFR_PROBE_PACKETS = 240  # packets read by probe() to judge the frame rate
+VFR_GAP_TOLERANCE = 0.25  # a gap this far (relative) from the typical one is irregular
+VFR_FRACTION = 0.05  # more irregular gaps than this: variable frame rate
 DEFAULT_QUEUE_SIZE = 8  # decoded frames buffered ahead of the consumer
 UNTAGGED_HD_HEIGHT = 720  # untagged sources at least this tall are assumed BT.709
 TRUNCATION_TOLERANCE_FRAMES = 2  # container frame counts may be off by this much
@@ -313,6 +316,20 @@ def _normalise_rotation(degrees: float) -> int:
     return int(round(degrees / 90.0)) * 90 % 360
 
 
+def _timestamps_vary(pts: list[int]) -> bool | None:
+    """Variable frame rate from presentation timestamps: many gaps far from the typical one
+    (a CFR stream with ms rounding or a dropped frame stays constant)."""
+    if len(pts) < 8:
+        return None
+    gaps = np.diff(np.sort(np.asarray(pts, dtype=np.int64)))
+    gaps = gaps[gaps > 0]
+    if gaps.size < 4:
+        return None
+    typical = float(np.median(gaps))
+    off = np.abs(gaps - typical) > VFR_GAP_TOLERANCE * typical
+    return bool(off.mean() > VFR_FRACTION)
+
+
 def probe(source: str | Path, *, open_timeout: float = DEFAULT_OPEN_TIMEOUT) -> VideoInfo:
     """Read a source's stream parameters (decodes at most one frame, for rotation)."""
     container = _open_container(source, open_timeout)
@@ -340,21 +357,30 @@ def _describe(
     else:
         duration = None
     rotation = _stream_rotation(stream)
+    is_vfr = None
     if peek:
-        # Display-matrix side data reaches PyAV on decoded frames; peek at one.
+        # Display-matrix side data reaches PyAV on decoded frames: decode the first one.
+        # The same pass reads the first packets' timestamps to tell a variable frame rate
+        # (container rate fields cannot: H.264 often reports twice the frame rate there).
+        pts: list[int] = []
+        seen_frame = False
         try:
-            for frame in container.decode(stream):
-                rotation = _normalise_rotation(getattr(frame, "rotation", 0) or 0)
-                break
+            for packet in container.demux(stream):
+                if packet.pts is not None:
+                    pts.append(packet.pts)
+                if not seen_frame:
+                    for frame in packet.decode():
+                        rotation = _normalise_rotation(getattr(frame, "rotation", 0) or 0)
+                        seen_frame = True
+                        break
+                if len(pts) >= VFR_PROBE_PACKETS:
+                    break
         except av.error.FFmpegError:
             pass
+        is_vfr = _timestamps_vary(pts)
     width, height = cc.width, cc.height
     if rotation in (90, 270):
         width, height = height, width
-    base = stream.base_rate
-    is_vfr = None
-    if fps and base:
-        is_vfr = abs(float(base) - float(fps)) > 0.01 * float(fps)
     return VideoInfo(
         source=src,
         container=container.format.name,
