@@ -249,10 +249,12 @@ def compare_streams(dist: VideoInfo, ref: VideoInfo | None) -> list[str]:
                 "trained on SDR images, so its scores on HDR video are not calibrated."
             )
         if info.is_vfr:
-            warnings.append(
-                f"The {role} input has a variable frame rate: frames are paired by "
-                "timestamp, so check the alignment section."
+            consequence = (
+                "frames are paired by timestamp, so check the alignment section"
+                if ref is not None
+                else "frame numbers are not a clock: use the time column"
             )
+            warnings.append(f"The {role} input has a variable frame rate: {consequence}.")
     if ref is None:
         return warnings
     if dist.fps and ref.fps and abs(float(dist.fps) - float(ref.fps)) > 1e-3:
