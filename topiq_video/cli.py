@@ -41,6 +41,7 @@ from topiq_video.model.weights import (
     weights_dir,
 )
 from topiq_video.pipeline import (
+    DEFAULT_EVERY,
     DEFAULT_MIN_SCENE_LEN,
     DEFAULT_OFFSET,
     DEFAULT_SCALE_TO,
@@ -273,7 +274,7 @@ def scoring_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--every",
             type=click.IntRange(min=1),
-            default=1,
+            default=DEFAULT_EVERY,
             show_default=True,
             help="Score every Nth frame.",
         ),

@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OFFSET = "auto"
 DEFAULT_SCALE_TO = "ref"
+DEFAULT_EVERY = 1  # score every frame
 DEFAULT_PIPELINE_BATCH = 8  # frames per step when no TOPIQ model sets the batch size
 THUMBNAIL_SIZE = (36, 64)  # (h, w) luma thumbnails for the offset search
 DURATION_MISMATCH_S = 1.0
@@ -68,7 +69,7 @@ class FrameSelection:
 
     start: float | None = None
     duration: float | None = None
-    every: int = 1
+    every: int = DEFAULT_EVERY
     sample_fps: float | None = None
     max_frames: int | None = None
 
