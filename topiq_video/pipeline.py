@@ -568,30 +568,41 @@ class ScoringRun:
         target = self._target_size() if has_ref else None
         columns: dict[str, np.ndarray] = {}
 
+        native: dict[str, torch.Tensor] = {}  # each side converted to RGB once per batch
+
+        def rgb(role: str) -> torch.Tensor:
+            if role not in native:
+                native[role] = frames_to_rgb(dist if role == "dist" else ref, self.device)
+            return native[role]
+
         if self.models:
-            dist_native = frames_to_rgb(dist, self.device)
-            dist_rgb = _resize_rgb(dist_native, target)
-            ref_rgb = _resize_rgb(frames_to_rgb(ref, self.device), target) if has_ref else None
+            dist_rgb = _resize_rgb(rgb("dist"), target)
+            ref_rgb = _resize_rgb(rgb("ref"), target) if has_ref else None
             for name, model in self.models.items():
                 # NR models judge the encode as delivered, at its own resolution.
                 if model.info.use_ref:
                     scores = model.score(dist_rgb, ref_rgb)
                 else:
-                    scores = model.score(dist_native)
+                    scores = model.score(rgb("dist"))
                 columns[name] = scores.float().cpu().numpy().astype(np.float64)
-            del dist_native, dist_rgb, ref_rgb
+            del dist_rgb, ref_rgb
         if self._detector is not None:
             # Cuts come from the source in FR mode (the encode's damage must not fake cuts),
             # numbered as the source's frames; a reference frame shown twice is seen once.
+            role = "ref" if has_ref else "dist"
             source = ref if has_ref else dist
-            fresh = [f for f in source if f.index > self._last_scene_frame]
-            fresh = [f for i, f in enumerate(fresh) if i == 0 or f.index != fresh[i - 1].index]
+            fresh: list[int] = []  # positions in the batch of frames the detector has not seen
+            for i, frame in enumerate(source):
+                last = source[fresh[-1]].index if fresh else self._last_scene_frame
+                if frame.index > last:
+                    fresh.append(i)
             if fresh:
                 from topiq_video.scenes import downscale_for_scenes
 
-                small = downscale_for_scenes(frames_to_rgb(fresh, self.device))
-                self._detector.update([f.index for f in fresh], small)
-                self._last_scene_frame = fresh[-1].index
+                small = downscale_for_scenes(rgb(role)[fresh])
+                self._detector.update([source[i].index for i in fresh], small)
+                self._last_scene_frame = source[fresh[-1]].index
+        native.clear()  # free the full-size RGB before the luma metrics
 
         luma_metrics = [m for m in self.metrics if m in METRICS]
         if luma_metrics and has_ref:
