@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 from click.testing import CliRunner
+from net import closed_port
 
 from topiq_video import __version__
 from topiq_video.cli import cli
@@ -83,10 +83,7 @@ def test_download_verify_cycle(runner, weights_server, fr_checkpoint, monkeypatc
 
 
 def test_download_failure_names_ways_out(runner, monkeypatch) -> None:
-    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv(ENV_WEIGHTS_URL, f"http://127.0.0.1:{port}")
+    monkeypatch.setenv(ENV_WEIGHTS_URL, f"http://127.0.0.1:{closed_port()}")
     result = runner.invoke(cli, ["weights", "download", "topiq_fr"])
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: Could not obtain the checkpoint " + FR.filename)

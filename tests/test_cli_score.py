@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import media
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from net import closed_port
 
 from topiq_video.cli import cli
 
@@ -85,7 +85,7 @@ def test_score_offline_metrics_need_no_weights(clips, monkeypatch):
 
 
 def test_missing_weights_give_the_clear_message(clips, monkeypatch):
-    monkeypatch.setenv("TOPIQ_VIDEO_WEIGHTS_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("TOPIQ_VIDEO_WEIGHTS_URL", f"http://127.0.0.1:{closed_port()}")
     result = invoke("score", str(clips["dist"]))
     assert_clean_error(
         result,
@@ -179,19 +179,9 @@ def test_reference_shorter_than_encode(clips, tmp_path):
     assert len(pd.read_csv(out)) == 10
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_unreachable_url_fails_fast_and_cleanly():
     t0 = time.monotonic()
-    result = invoke(
-        "score", f"http://127.0.0.1:{_closed_port()}/live.m3u8", "--metrics", "topiq_nr"
-    )
+    result = invoke("score", f"http://127.0.0.1:{closed_port()}/live.m3u8", "--metrics", "topiq_nr")
     assert time.monotonic() - t0 < 30
     assert_clean_error(result)
 

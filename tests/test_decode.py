@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import logging
-import socket
 import threading
 import time
 from fractions import Fraction
@@ -14,6 +13,7 @@ import av
 import media
 import numpy as np
 import pytest
+from net import closed_port
 
 from topiq_video.errors import VideoError
 from topiq_video.video import decode
@@ -265,17 +265,9 @@ def test_zero_frame_video(tmp_path, suffix):
         list(reader)
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.mark.parametrize("scheme", ["http", "udp"])
 def test_unreachable_network_source_fails_fast(scheme):
-    url = f"{scheme}://127.0.0.1:{_closed_port()}" + ("/x.mp4" if scheme == "http" else "")
+    url = f"{scheme}://127.0.0.1:{closed_port()}" + ("/x.mp4" if scheme == "http" else "")
     t0 = time.monotonic()
     with pytest.raises(VideoError, match="open timeout"):
         open_video(url, open_timeout=1.5)

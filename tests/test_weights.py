@@ -12,7 +12,6 @@ import hashlib
 import http.server
 import io
 import os
-import socket
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from net import closed_port
 from standin import fixture_key_shapes, standin_state_dict
 
 from topiq_video.errors import WeightsError
@@ -29,13 +29,6 @@ from topiq_video.model.registry import get_checkpoint
 
 FR = get_checkpoint("topiq_fr")
 NR = get_checkpoint("topiq_nr")
-
-
-def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def _weights_dir_entries() -> list[str]:
@@ -95,7 +88,7 @@ def test_corrupted_cache_is_detected(mirror) -> None:
 
 
 def test_unreachable_mirror_gives_actionable_message(monkeypatch) -> None:
-    url = _closed_port_url()
+    url = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv(W.ENV_WEIGHTS_URL, url)
     with pytest.raises(WeightsError) as err:
         W.resolve_weights(FR, progress=False)
@@ -110,7 +103,7 @@ def test_unreachable_mirror_gives_actionable_message(monkeypatch) -> None:
 
 def test_published_urls_are_tried_in_order(weights_server, fr_checkpoint) -> None:
     weights_server.files[FR.filename] = fr_checkpoint
-    dead = f"{_closed_port_url()}/{FR.filename}"
+    dead = f"http://127.0.0.1:{closed_port()}/{FR.filename}"
     info = dataclasses.replace(FR, urls=(dead, f"{weights_server.url}/{FR.filename}"))
     resolved = W.resolve_weights(info, progress=False)
     assert resolved.source == "download"
