@@ -42,7 +42,7 @@ from bench.naive import NaiveResult, run_naive
 from bench.standin import write_standin_weights
 from topiq_video.model import load_model
 from topiq_video.model.cfanet import CFANet, cfanet_from_state_dict
-from topiq_video.pipeline import FrameSelection, ScoreOptions, ScoringRun, frames_table
+from topiq_video.pipeline.run import FrameSelection, ScoreOptions, ScoringRun, frames_table
 from topiq_video.scoring import TopiqModel, resolve_device
 
 BENCH_DIR = Path(__file__).resolve().parent

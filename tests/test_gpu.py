@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from topiq_video.model import load_model
-from topiq_video.pipeline import score_video
+from topiq_video.pipeline.run import score_video
 
 pytestmark = pytest.mark.gpu
 

@@ -13,7 +13,7 @@ from ffmpeg_ref import ffmpeg_psnr_y, ffmpeg_ssim_y
 
 from topiq_video import pipeline
 from topiq_video.errors import InvalidInputError
-from topiq_video.pipeline import FrameSelection, ScoreOptions, ScoringRun, score_video
+from topiq_video.pipeline.run import FrameSelection, ScoreOptions, ScoringRun, score_video
 from topiq_video.video.color import frames_to_rgb
 from topiq_video.video.decode import open_video
 
@@ -158,7 +158,7 @@ def test_expected_count_matches_selection(clips):
         ({"metrics": "psnr_y"}, "full-reference"),
         ({"metrics": "vmaf"}, "Unknown metric"),
         ({"model": "topiq_fr"}, "full-reference"),
-        ({"metrics": "psnr_y", "every": 0}, "--every"),
+        ({"metrics": "psnr_y", "every": 0}, "every must be"),
     ],
 )
 def test_bad_options_without_reference(clips, kwargs, match):

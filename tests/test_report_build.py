@@ -282,7 +282,7 @@ SHARED_CLIP = Path(__file__).resolve().parents[2] / "shared" / "media" / "cockat
 @pytest.mark.skipif(not SHARED_CLIP.exists(), reason="needs ../shared/media (not part of the repo)")
 def test_continuous_shot_with_heavy_motion_has_no_cut():
     """Handheld footage where a naive detector fires near frames 134 and 157."""
-    from topiq_video.pipeline import ScoreOptions, ScoringRun
+    from topiq_video.pipeline.run import ScoreOptions, ScoringRun
 
     run = ScoringRun(
         str(SHARED_CLIP),

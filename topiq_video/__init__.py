@@ -31,11 +31,11 @@ _LAZY = {
     "list_checkpoints": "topiq_video.model.registry",
     "get_checkpoint": "topiq_video.model.registry",
     "TopiqModel": "topiq_video.scoring",
-    "score_video": "topiq_video.pipeline",
-    "ScoringRun": "topiq_video.pipeline",
-    "ScoreOptions": "topiq_video.pipeline",
-    "FrameSelection": "topiq_video.pipeline",
-    "FrameScores": "topiq_video.pipeline",
+    "score_video": "topiq_video.pipeline.run",
+    "ScoringRun": "topiq_video.pipeline.run",
+    "ScoreOptions": "topiq_video.pipeline.run",
+    "FrameSelection": "topiq_video.pipeline.run",
+    "FrameScores": "topiq_video.pipeline.run",
     "build_report": "topiq_video.report.build",
     "probe": "topiq_video.video.decode",
     "open_video": "topiq_video.video.decode",
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from topiq_video.metrics import psnr_y, ssim_y
     from topiq_video.model import load_model
     from topiq_video.model.registry import get_checkpoint, list_checkpoints
-    from topiq_video.pipeline import (
+    from topiq_video.pipeline.run import (
         FrameScores,
         FrameSelection,
         ScoreOptions,

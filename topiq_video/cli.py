@@ -40,18 +40,16 @@ from topiq_video.model.weights import (
     verify_cached,
     weights_dir,
 )
-from topiq_video.pipeline import (
+from topiq_video.pipeline.options import (
     DEFAULT_EVERY,
     DEFAULT_MIN_SCENE_LEN,
     DEFAULT_OFFSET,
     DEFAULT_SCALE_TO,
     DEFAULT_SCENE_THRESHOLD,
-    FrameScores,
     FrameSelection,
     ScoreOptions,
-    ScoringRun,
-    frames_table,
 )
+from topiq_video.pipeline.run import FrameScores, ScoringRun, frames_table
 from topiq_video.pooling import DEFAULT_WORST_N
 from topiq_video.report.build import (
     DEFAULT_GALLERY_FRAMES,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TopiqVideoError(Exception):
     """Base class: the CLI prints these as one clean message and exits non-zero."""
@@ -23,3 +25,20 @@ class VideoError(TopiqVideoError):
 
 class AlignmentError(TopiqVideoError):
     """A distorted and a reference stream that cannot be paired."""
+
+
+class OutputError(TopiqVideoError):
+    """An output file or folder that cannot be written."""
+
+
+class ScoringInterrupted(TopiqVideoError):
+    """A run that stopped before its end; ``result`` holds everything scored until then.
+
+    ``__cause__`` is the error that stopped it. Where the run wrote files (a report), they
+    are complete and record the interruption; ``written`` names the folder.
+    """
+
+    def __init__(self, message: str, result: Any = None, written: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+        self.written = written

@@ -21,7 +21,7 @@ from topiq_video import __version__
 from topiq_video.errors import InvalidInputError
 from topiq_video.metrics import METRICS
 from topiq_video.model.registry import get_checkpoint
-from topiq_video.pipeline import (
+from topiq_video.pipeline.run import (
     FrameScores,
     ScoreOptions,
     ScoringRun,

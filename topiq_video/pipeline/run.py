@@ -14,7 +14,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -30,10 +30,11 @@ from topiq_video.model.registry import (
     checkpoint_names,
     get_checkpoint,
 )
-from topiq_video.scenes import DEFAULT_MIN_SCENE_LEN
-from topiq_video.scenes import DEFAULT_THRESHOLD as DEFAULT_SCENE_THRESHOLD
+from topiq_video.pipeline.options import (
+    FrameSelection,
+    ScoreOptions,
+)
 from topiq_video.video.align import (
-    DEFAULT_MAX_OFFSET,
     DEFAULT_SEARCH_WINDOW,
     OffsetEstimate,
     PairingStats,
@@ -52,9 +53,6 @@ from topiq_video.video.decode import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OFFSET = "auto"
-DEFAULT_SCALE_TO = "ref"
-DEFAULT_EVERY = 1  # score every frame
 DEFAULT_PIPELINE_BATCH = 8  # frames per step when no TOPIQ model sets the batch size
 THUMBNAIL_SIZE = (36, 64)  # (h, w) luma thumbnails for the offset search
 DURATION_MISMATCH_S = 1.0
@@ -63,90 +61,45 @@ HDR_TRANSFERS = frozenset({"pq", "hlg", "smpte2084", "arib-std-b67"})
 TABLE_COLUMNS = ("frame", "time", "ref_frame", "ref_time")
 
 
-@dataclass(frozen=True)
-class FrameSelection:
-    """Which distorted frames to score. Times are seconds of the distorted stream."""
-
-    start: float | None = None
-    duration: float | None = None
-    every: int = DEFAULT_EVERY
-    sample_fps: float | None = None
-    max_frames: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("start", "duration", "sample_fps"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise InvalidInputError(f"--{name.replace('_', '-')} must be a finite number.")
-        if self.start is not None and self.start < 0:
-            raise InvalidInputError(f"--start must be >= 0 seconds, got {self.start}.")
-        if self.duration is not None and self.duration <= 0:
-            raise InvalidInputError(f"--duration must be > 0 seconds, got {self.duration}.")
-        if self.every < 1:
-            raise InvalidInputError(f"--every must be a whole number >= 1, got {self.every}.")
-        if self.sample_fps is not None and self.sample_fps <= 0:
-            raise InvalidInputError(f"--sample-fps must be > 0, got {self.sample_fps}.")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise InvalidInputError(f"--max-frames must be >= 1, got {self.max_frames}.")
-
-    def apply(self, frames: Iterable[VideoFrame]) -> Iterator[VideoFrame]:
-        """Thin the decoded frames (start/duration are applied by the decoder's seek)."""
-        kept = 0
-        next_sample: float | None = None
-        grid_start = 0.0
-        for position, frame in enumerate(frames):
-            if position % self.every:
+def select_frames(self: FrameSelection, frames: Iterable[VideoFrame]) -> Iterator[VideoFrame]:
+    """Thin the decoded frames (start/duration are applied by the decoder's seek)."""
+    kept = 0
+    next_sample: float | None = None
+    grid_start = 0.0
+    for position, frame in enumerate(frames):
+        if position % self.every:
+            continue
+        if self.sample_fps is not None:
+            if next_sample is not None and frame.time + 1e-6 < next_sample:
                 continue
-            if self.sample_fps is not None:
-                if next_sample is not None and frame.time + 1e-6 < next_sample:
-                    continue
-                # Stay on the ideal grid (t0 + k / fps), so the rate does not drift.
-                if next_sample is None:
-                    grid_start = frame.time
-                step = 1.0 / self.sample_fps
-                k = math.floor((frame.time + 1e-6 - grid_start) / step) + 1
-                next_sample = grid_start + k * step
-            yield frame
-            kept += 1
-            if self.max_frames is not None and kept >= self.max_frames:
-                return
-
-    def expected_count(self, info: VideoInfo) -> int | None:
-        """Frames this selection will yield, when the source says how long it is."""
-        total = info.frame_count
-        fps = float(info.fps) if info.fps else None
-        if total is None and info.duration and fps:
-            total = int(round(info.duration * fps))
-        if total is None:
-            return self.max_frames
-        if fps:
-            first = int(round((self.start or 0.0) * fps))
-            last = total if self.duration is None else min(total, first + int(self.duration * fps))
-            total = max(0, last - first)
-            if self.sample_fps is not None:
-                total = math.ceil(total * min(1.0, self.sample_fps / fps))
-        total = math.ceil(total / self.every)
-        return total if self.max_frames is None else min(total, self.max_frames)
+            # Stay on the ideal grid (t0 + k / fps), so the rate does not drift.
+            if next_sample is None:
+                grid_start = frame.time
+            step = 1.0 / self.sample_fps
+            k = math.floor((frame.time + 1e-6 - grid_start) / step) + 1
+            next_sample = grid_start + k * step
+        yield frame
+        kept += 1
+        if self.max_frames is not None and kept >= self.max_frames:
+            return
 
 
-@dataclass(frozen=True)
-class ScoreOptions:
-    """Everything that shapes a scoring pass; each default is defined here once."""
-
-    model: str | None = None  # TOPIQ checkpoint; None: topiq_fr with a reference, topiq_nr without
-    metrics: tuple[str, ...] | None = None  # None: the model, plus psnr_y/ssim_y with a reference
-    device: str | None = None
-    batch_size: int | None = None
-    precision: str | None = None
-    weights: str | None = None
-    offset: float | str = DEFAULT_OFFSET  # "auto" or seconds added to distorted times
-    max_offset: float = DEFAULT_MAX_OFFSET
-    scale_to: str = DEFAULT_SCALE_TO  # "ref", "dist" or "WxH"
-    selection: FrameSelection = field(default_factory=FrameSelection)
-    detect_scenes: bool = False
-    scene_threshold: float = DEFAULT_SCENE_THRESHOLD
-    min_scene_len: int = DEFAULT_MIN_SCENE_LEN
-    progress: bool | None = None  # download progress bar for weights
+def expected_count(self: FrameSelection, info: VideoInfo) -> int | None:
+    """Frames this selection will yield, when the source says how long it is."""
+    total = info.frame_count
+    fps = float(info.fps) if info.fps else None
+    if total is None and info.duration and fps:
+        total = int(round(info.duration * fps))
+    if total is None:
+        return self.max_frames
+    if fps:
+        first = int(round((self.start or 0.0) * fps))
+        last = total if self.duration is None else min(total, first + int(self.duration * fps))
+        total = max(0, last - first)
+        if self.sample_fps is not None:
+            total = math.ceil(total * min(1.0, self.sample_fps / fps))
+    total = math.ceil(total / self.every)
+    return total if self.max_frames is None else min(total, self.max_frames)
 
 
 @dataclass(frozen=True)
@@ -449,7 +402,7 @@ class ScoringRun:
     @property
     def expected_frames(self) -> int | None:
         """How many frames the run will score, when the input says (for progress bars)."""
-        return self.options.selection.expected_count(self.inputs["dist"])
+        return expected_count(self.options.selection, self.inputs["dist"])
 
     @property
     def scaling(self) -> str | None:
@@ -483,7 +436,7 @@ class ScoringRun:
     def __iter__(self) -> Iterator[FrameScores]:
         sel = self.options.selection
         with open_video(self.dist_source, start=sel.start, duration=sel.duration) as dist_reader:
-            dist_frames = sel.apply(dist_reader)
+            dist_frames = select_frames(sel, dist_reader)
             try:
                 if self.ref_source is None:
                     yield from self._score_batches((f, None) for f in dist_frames)
