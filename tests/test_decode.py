@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from net import closed_port
 
-from topiq_video.errors import VideoError
-from topiq_video.video import decode
-from topiq_video.video.decode import open_video, probe, read_frames_at, rotate_planes
+from topiq_video.errors import InvalidInputError, VideoError
+from topiq_video.video import reader as decode
+from topiq_video.video import source as sources
+from topiq_video.video.probe import probe
+from topiq_video.video.reader import open_video, rotate_planes
 
 
 @pytest.fixture(scope="session")
@@ -73,13 +75,47 @@ def test_start_seek_keeps_exact_indices(clips):
     assert reader.stats.stopped_early == "duration reached"
 
 
-def test_read_frames_at(clips):
-    full, _ = _decode_all(clips["plain"])
-    got = read_frames_at(clips["plain"], [3, 17, 5])
-    assert sorted(got) == [3, 5, 17]
-    assert np.array_equal(got[17].planes[2], full[17].planes[2])
-    with pytest.raises(VideoError, match="indices"):
-        read_frames_at(clips["plain"], [1000])
+def test_lookahead_then_frames_gives_every_frame_once(clips):
+    """The lookahead decodes the start and keeps its packets; the frame pass decodes them
+    again and reads on: the same frames, bit for bit, as a plain decode."""
+    full, _ = _decode_all(clips["long_mkv"])
+    with open_video(clips["long_mkv"], thumbnails=True) as source:
+        previews = source.lookahead(1.0)
+        frames = list(source.frames())
+    assert [p.index for p in previews] == list(range(len(previews)))
+    assert previews[-1].time >= 1.0 and previews[-1].time < 1.1
+    assert [f.index for f in frames] == [f.index for f in full]
+    for got, want in zip(frames, full, strict=True):
+        assert got.pts == want.pts and np.array_equal(got.planes[0], want.planes[0])
+        assert got.thumb is not None and got.thumb.shape == (36, 64)
+    by_index = {f.index: f for f in frames}
+    for p in previews:
+        assert np.array_equal(p.thumb, by_index[p.index].thumb)
+
+
+def test_lookahead_with_start_and_duration(gop_clips):
+    full, _ = _decode_all(gop_clips["mkv"])
+    with open_video(gop_clips["mkv"], start=1.0, duration=2.0) as source:
+        previews = source.lookahead(0.5)
+        frames = list(source.frames())
+    assert previews[0].index == 25 and frames[0].index == 25
+    assert [f.index for f in frames] == list(range(25, 75))
+    for f in frames:
+        assert np.array_equal(f.planes[0], full[f.index].planes[0])
+
+
+def test_lookahead_must_come_first(clips):
+    with open_video(clips["plain"]) as source:
+        list(source.frames())
+        with pytest.raises(VideoError, match="before frames"):
+            source.lookahead(1.0)
+
+
+def test_frames_can_be_read_once(clips):
+    with open_video(clips["plain"]) as source:
+        list(source.frames())
+        with pytest.raises(VideoError, match="only once"):
+            list(source.frames())
 
 
 @pytest.mark.parametrize(
@@ -220,7 +256,7 @@ def test_thread_exception_reraised_in_caller(clips, monkeypatch):
 
 def test_truncated_file_keeps_frames_and_warns(tmp_path, clips, caplog):
     cut = media.make_truncated_copy(clips["long_mkv"], tmp_path / "cut.mkv")
-    with caplog.at_level(logging.WARNING, logger="topiq_video.video.decode"):
+    with caplog.at_level(logging.WARNING, logger="topiq_video.video.reader"):
         frames, reader = _decode_all(cut)
     assert 20 < len(frames) < 80
     assert reader.stats.truncated_at == len(frames)
@@ -269,8 +305,8 @@ def test_zero_frame_video(tmp_path, suffix):
 def test_unreachable_network_source_fails_fast(scheme):
     url = f"{scheme}://127.0.0.1:{closed_port()}" + ("/x.mp4" if scheme == "http" else "")
     t0 = time.monotonic()
-    with pytest.raises(VideoError, match="open timeout"):
-        open_video(url, open_timeout=1.5)
+    with pytest.raises(VideoError, match="refused|No answer"):
+        open_video(url, timeout=1.5)
     assert time.monotonic() - t0 < 10
 
 
@@ -302,10 +338,9 @@ def test_start_yields_first_frame_at_or_after_start(gop_clips, name, start):
         assert np.array_equal(f.planes[0], full[f.index].planes[0])
 
 
-def test_start_past_the_end_says_check_the_window(gop_clips):
-    reader = open_video(gop_clips["ts"], start=60.0)
-    with pytest.raises(VideoError, match="start/duration window"), reader:
-        list(reader)
+def test_start_past_the_end_names_the_start_not_the_file(gop_clips):
+    with pytest.raises(InvalidInputError, match=r"start = 60 s is past the end .* lasts 4\.0"):
+        open_video(gop_clips["ts"], start=60.0)
 
 
 # -- damage: exact indices, lost frames, no false truncation --------------------------------
@@ -326,7 +361,7 @@ def test_damage_keeps_true_indices_and_is_not_truncation(damaged, ext, caplog):
     clean, bad = damaged[ext]
     full, _ = _decode_all(clean)
     true_index = {f.pts: f.index for f in full}
-    with caplog.at_level(logging.WARNING, logger="topiq_video.video.decode"):
+    with caplog.at_level(logging.WARNING, logger="topiq_video.video.reader"):
         frames, reader = _decode_all(bad)
     # Damage made frames disappear: the survivors keep their true positions.
     assert len(frames) < len(full)
@@ -383,7 +418,7 @@ def test_rgb_inputs_describe_delivered_planes(tmp_path, pix_fmt):
     ],
 )
 def test_redact_source(source, expected):
-    assert decode.redact_source(source) == expected
+    assert sources.redact_source(source) == expected
 
 
 def test_file_url_opens_and_missing_file_url_is_clear(clips, tmp_path):
@@ -395,10 +430,10 @@ def test_file_url_opens_and_missing_file_url_is_clear(clips, tmp_path):
 
 
 def test_live_is_protocol_or_no_duration():
-    assert decode.is_live_scheme("rtsp://cam/live") and decode.is_live_scheme("udp://@:1234")
-    assert decode.is_live_scheme("srt://h:1") and decode.is_live_scheme("rtmp://h/app")
-    assert not decode.is_live_scheme("https://cdn/v.mp4")
-    assert not decode.is_live_scheme("ftp://h/v.mp4") and not decode.is_live_scheme("v.mp4")
+    assert sources.is_live_scheme("rtsp://cam/live") and sources.is_live_scheme("udp://@:1234")
+    assert sources.is_live_scheme("srt://h:1") and sources.is_live_scheme("rtmp://h/app")
+    assert not sources.is_live_scheme("https://cdn/v.mp4")
+    assert not sources.is_live_scheme("ftp://h/v.mp4") and not sources.is_live_scheme("v.mp4")
 
 
 class _RangeHandler:
@@ -455,7 +490,7 @@ def test_http_file_with_duration_is_not_live_and_takes_start(clips, caplog):
     with _RangeHandler(b"\0" * 1000) as srv:
         url = f"http://user:secret@127.0.0.1:{srv.port}/x.mp4?token=abc"
         with pytest.raises(VideoError) as err:
-            probe(url, open_timeout=3)
+            probe(url, timeout=3)
     assert "secret" not in str(err.value) and "token=abc" not in str(err.value)
     assert "127.0.0.1" in str(err.value)
 
@@ -473,7 +508,7 @@ def test_truncation_warning_hides_url_secrets(tmp_path, clips, caplog):
     cut = media.make_truncated_copy(clips["long_mkv"], tmp_path / "cut.mkv")
     with _RangeHandler(cut.read_bytes()) as srv:
         url = f"http://u:hunter2@127.0.0.1:{srv.port}/cut.mkv?key=k9"
-        with caplog.at_level(logging.WARNING, logger="topiq_video.video.decode"):
+        with caplog.at_level(logging.WARNING, logger="topiq_video.video.reader"):
             frames, reader = _decode_all(url)
     assert reader.stats.truncated_at == len(frames)
     text = " ".join(r.getMessage() for r in caplog.records)

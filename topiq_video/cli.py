@@ -1,26 +1,27 @@
 """Command line interface: parse arguments, call the library, print results.
 
-Errors: any :class:`TopiqVideoError` raised by a command is printed once as
-``Error: <message>`` on stderr with its exit code and no traceback (set
-``TOPIQ_VIDEO_DEBUG=1`` to get the traceback). This lives in :class:`TopiqGroup`, so new
-commands (``score``, ``report``...) get it by being added to :data:`cli`.
+Errors: anything a command raises (a :class:`TopiqVideoError`, an OS or memory error, a
+decoder error) is printed once as ``Error: <message>`` on stderr with a non-zero exit status
+and no traceback (``TOPIQ_VIDEO_DEBUG=1`` shows it). Ctrl-C and SIGTERM keep what was
+scored, write it, and exit with 130 and 143. This module imports nothing heavy at the top,
+so ``--help`` and argument errors answer at once; the library loads when work starts.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import numpy as np
-from tqdm import tqdm
 
 from topiq_video import __version__
-from topiq_video.errors import InvalidInputError, TopiqVideoError, WeightsError
+from topiq_video.errors import InvalidInputError, Terminated, TopiqVideoError, WeightsError
 from topiq_video.model.registry import (
     DEFAULT_FR_MODEL,
     DEFAULT_NR_MODEL,
@@ -29,45 +30,34 @@ from topiq_video.model.registry import (
     get_checkpoint,
     list_checkpoints,
 )
-from topiq_video.model.weights import (
-    ENV_CACHE,
-    ENV_WEIGHTS_URL,
-    STATE_CORRUPT,
-    STATE_MISSING,
-    STATE_UNVERIFIED,
-    cache_status,
-    download_weights,
-    verify_cached,
-    weights_dir,
-)
 from topiq_video.pipeline.options import (
+    DEFAULT_BATCH_SIZE_CPU,
+    DEFAULT_BATCH_SIZE_CUDA,
     DEFAULT_EVERY,
+    DEFAULT_GALLERY_FRAMES,
+    DEFAULT_MAX_OFFSET,
+    DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SCENE_LEN,
     DEFAULT_OFFSET,
+    DEFAULT_PRECISION_CPU,
+    DEFAULT_PRECISION_CUDA,
     DEFAULT_SCALE_TO,
     DEFAULT_SCENE_THRESHOLD,
+    DEFAULT_TIMEOUT,
+    DEFAULT_WORST_N,
+    PRECISIONS,
     FrameSelection,
     ScoreOptions,
 )
-from topiq_video.pipeline.run import FrameScores, ScoringRun, frames_table
-from topiq_video.pooling import DEFAULT_WORST_N
-from topiq_video.report.build import (
-    DEFAULT_GALLERY_FRAMES,
-    DEFAULT_REPORTS_DIR,
-    ReportResult,
-    write_report,
-)
-from topiq_video.report.tables import check_table_path, frames_csv_text, write_frames_table
-from topiq_video.scoring import (
-    DEFAULT_BATCH_SIZE_CPU,
-    DEFAULT_BATCH_SIZE_CUDA,
-    DEFAULT_PRECISION_CPU,
-    DEFAULT_PRECISION_CUDA,
-    PRECISIONS,
-)
-from topiq_video.video.align import DEFAULT_MAX_OFFSET
+
+if TYPE_CHECKING:
+    from topiq_video.pipeline.run import ScoringRun
+    from topiq_video.result import ScoreResult
 
 ENV_DEBUG = "TOPIQ_VIDEO_DEBUG"
+EXIT_INCOMPLETE = 3  # a live source was lost: the output covers only part of the run
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 _LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 _HANDLER_NAME = "topiq-video-cli"
 
@@ -91,17 +81,37 @@ def configure_logging(verbosity: int) -> None:
     pkg_logger.addHandler(handler)
 
 
+def error_message(exc: BaseException) -> str | None:
+    """One clean line for errors a user can act on; None for programming errors."""
+    if isinstance(exc, TopiqVideoError):
+        return str(exc)
+    if isinstance(exc, (OSError, MemoryError)) or type(exc).__module__.startswith("av"):
+        from topiq_video.pipeline.collect import failure_message
+
+        return failure_message(exc)
+    return None
+
+
 class TopiqGroup(click.Group):
-    """Click group that turns library errors into one clean ``Error:`` line (the one place)."""
+    """Click group that turns errors into one clean ``Error:`` line (the one place)."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except TopiqVideoError as exc:
-            if debug_enabled():
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Terminated:
+            click.echo("Terminated.", err=True)
+            ctx.exit(EXIT_TERMINATED)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            message = error_message(exc)
+            if message is None or debug_enabled():
                 raise
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            click.echo(f"Error: {message}", err=True)
+            ctx.exit(getattr(exc, "exit_code", 1))
 
 
 @click.group(cls=TopiqGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,9 +129,20 @@ def cli(verbose: int) -> None:
     configure_logging(verbose)
 
 
+# ---------------------------------------------------------------------------- models, weights
+
+
 @cli.command("models")
 def models_cmd() -> None:
     """List the available TOPIQ checkpoints and whether each is cached."""
+    from topiq_video.model.weights import (
+        ENV_CACHE,
+        STATE_MISSING,
+        STATE_UNVERIFIED,
+        cache_status,
+        weights_dir,
+    )
+
     rows = [("NAME", "MODE", "TRAIN SET", "RESIZE", "SCORE RANGE", "CACHED")]
     for info in list_checkpoints():
         low, high = info.score_range
@@ -138,11 +159,7 @@ def models_cmd() -> None:
                 cached,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    _echo_table(rows)
     click.echo(f"\nCache: {weights_dir()}  (set {ENV_CACHE} to move it)")
     click.echo(f"\nNote: {WEIGHTS_TERMS}")
 
@@ -169,6 +186,8 @@ def weights_download_cmd(names: tuple[str, ...], force: bool, progress: bool | N
 
     Set TOPIQ_VIDEO_WEIGHTS_URL to download from a mirror instead of the published URLs.
     """
+    from topiq_video.model.weights import download_weights
+
     failures: list[str] = []
     for info in _selected(names):
         try:
@@ -186,6 +205,8 @@ def weights_download_cmd(names: tuple[str, ...], force: bool, progress: bool | N
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 def weights_verify_cmd(names: tuple[str, ...]) -> None:
     """Re-hash cached checkpoints against their recorded sha256 (default: all models)."""
+    from topiq_video.model.weights import ENV_WEIGHTS_URL, STATE_CORRUPT, verify_cached
+
     corrupt = []
     for info in _selected(names):
         status = verify_cached(info)
@@ -203,6 +224,9 @@ def weights_verify_cmd(names: tuple[str, ...]) -> None:
                 else "."
             )
         )
+
+
+# ---------------------------------------------------------------------------- scoring options
 
 
 def _metric_list(value: str | None) -> tuple[str, ...] | None:
@@ -285,6 +309,20 @@ def scoring_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Stop after N scored frames.",
         ),
+        click.option(
+            "--timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT,
+            show_default=True,
+            help="Seconds to wait for a network source to open or send data.",
+        ),
+        click.option(
+            "--max-pixels",
+            type=click.IntRange(min=64),
+            default=DEFAULT_MAX_PIXELS,
+            show_default=True,
+            help="Refuse pictures larger than this (width x height); raise it for huge frames.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -310,39 +348,64 @@ def _score_options(kwargs: dict[str, Any], **extra: Any) -> ScoreOptions:
         max_offset=kwargs["max_offset"],
         scale_to=kwargs["scale_to"],
         selection=selection,
+        timeout=kwargs["timeout"],
+        max_pixels=kwargs["max_pixels"],
         **extra,
     )
 
 
-def run_with_progress(
-    run: ScoringRun, label: str
-) -> tuple[list[FrameScores], BaseException | None]:
-    """Iterate a scoring run under a progress bar; keep the rows even if it stops."""
-    rows: list[FrameScores] = []
-    failure: BaseException | None = None
-    # tqdm disables itself when stderr is not a terminal (disable=None): quiet when piped.
-    with tqdm(
-        total=run.expected_frames, unit="frame", desc=label, disable=None, dynamic_ncols=True
-    ) as bar:
-        try:
-            for row in run:
-                rows.append(row)
-                bar.update(1)
-        except (TopiqVideoError, KeyboardInterrupt) as exc:
-            failure = exc
-    return rows, failure
+@contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd, Docker, `timeout`) stops a run the way Ctrl-C does: what was
+    scored is written before the program ends."""
 
+    def handler(signum: int, frame: Any) -> NoReturn:
+        raise Terminated()
 
-def _raise_after_partial(failure: BaseException | None, written: str | None) -> None:
-    if failure is None:
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. an embedding application)
+        yield
         return
-    kept = f" The frames scored before it were written to {written}." if written else ""
-    if isinstance(failure, KeyboardInterrupt):
-        click.echo(f"Interrupted.{kept}", err=True)
-        raise SystemExit(130)
-    if kept:
-        raise type(failure)(f"{failure}{kept}") from failure
-    raise failure
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_with_progress(
+    run: ScoringRun, label: str, command: list[str] | None = None
+) -> tuple[ScoreResult | None, BaseException | None]:
+    """Collect a run under a progress bar (the CLI owns it; quiet when not a terminal)."""
+    from tqdm import tqdm
+
+    from topiq_video.pipeline.collect import collect
+
+    started = time.monotonic()
+    with (
+        _terminate_like_interrupt(),
+        tqdm(
+            total=run.expected_frames, unit="frame", desc=label, disable=None, dynamic_ncols=True
+        ) as bar,
+    ):
+        return collect(run, on_frame=lambda _row: bar.update(1), command=command, started=started)
+
+
+def _finish(result: ScoreResult | None, failure: BaseException | None, written: str | None) -> None:
+    """Raise what stopped the run (after its output was written) or flag an incomplete one."""
+    from topiq_video.pipeline.collect import raise_partial
+
+    if failure is not None:
+        if isinstance(failure, KeyboardInterrupt) and written:
+            click.echo(f"The frames scored before it were written to {written}.", err=True)
+        raise_partial(failure, result, written)
+    if result is not None and result.interruption is not None:
+        kept = f" Written to {written}." if written else ""
+        click.echo(f"Error: {result.interruption.message}{kept}", err=True)
+        raise SystemExit(EXIT_INCOMPLETE)
+
+
+# ---------------------------------------------------------------------------- score
 
 
 @cli.command("score")
@@ -359,59 +422,38 @@ def score_cmd(dist: str, output: str | None, **kwargs: Any) -> None:
     """Score every (selected) frame of DIST; write the per-frame table.
 
     DIST and --ref are files or anything FFmpeg opens by URL (rtsp://, udp://, http(s)://,
-    HLS). Columns: frame, time, [ref_frame, ref_time], then one per metric.
+    HLS). Columns: frame, time, [ref_frame, ref_time], scene, then one per metric.
     """
+    from topiq_video.pipeline.run import ScoringRun
+    from topiq_video.report.tables import (
+        check_table_path,
+        frames_csv_text,
+        write_frames_table,
+    )
+
     if output is not None:
         check_table_path(output)
     run = ScoringRun(dist, kwargs["ref"], _score_options(kwargs))
-    rows, failure = run_with_progress(run, "score")
-    table = frames_table(rows, run.metrics, kwargs["ref"] is not None)
+    result, failure = _run_with_progress(run, "score")
     written = None
-    if rows or failure is None:
+    if result is not None:
         if output is None:
-            click.echo(frames_csv_text(table), nl=False)
+            click.echo(frames_csv_text(result.frames), nl=False)
             written = "standard output"
         else:
-            written = str(write_frames_table(table, output))
-    _raise_after_partial(failure, written)
-    _echo_run_summary(run, table, written if output else None)
-
-
-def _echo_run_summary(run: ScoringRun, table: Any, written: str | None) -> None:
-    alignment = run.alignment
-    if alignment is not None:
-        est = alignment.offset
-        click.echo(
-            f"Alignment: offset {est.offset_seconds:+.3f} s ({est.offset_frames} reference "
-            f"frames, {est.method}, confidence {est.confidence:.2f}); "
-            f"{len(table)} frames paired",
-            err=True,
+            written = str(write_frames_table(result.frames, output))
+    _finish(result, failure, written)
+    if result is None:
+        raise InvalidInputError(
+            "No frame was scored: check the frame selection (--start/--duration) and the "
+            "alignment (--offset)."
         )
-        pairing = alignment.pairing
-        if pairing is not None and (pairing.unmatched_dist or pairing.unmatched_ref):
-            click.echo(
-                f"Unmatched: {pairing.unmatched_dist} distorted and {pairing.unmatched_ref} "
-                "reference frames outside the common overlap (not scored)"
-                + ("" if pairing.complete else ", counted up to where the run stopped"),
-                err=True,
-            )
-    for role, stats in run.decode_stats.items():
-        damaged = (
-            stats.get("decode_errors", 0)
-            + stats.get("corrupt_frames", 0)
-            + stats.get("lost_frames", 0)
-        )
-        if damaged:
-            label = "reference" if role == "ref" else "distorted input"
-            click.echo(f"Decode: {damaged} damaged packet(s)/frame(s) in the {label}", err=True)
-    for name in run.metrics:
-        values = table[name]
-        finite = values[np.isfinite(values)]
-        mean = f"{finite.mean():.4f}" if len(finite) else _all_nonfinite(values)
-        extra = f", {len(values) - len(finite)} non-finite" if len(finite) != len(values) else ""
-        click.echo(f"{name}: mean {mean} over {len(values)} frames{extra}", err=True)
-    if written:
+    _echo_summary(result, err=True)
+    if output is not None:
         click.echo(f"Wrote {written}", err=True)
+
+
+# ---------------------------------------------------------------------------- report
 
 
 @cli.command("report")
@@ -422,8 +464,8 @@ def _echo_run_summary(run: ScoringRun, table: Any, written: str | None) -> None:
     "--output-dir",
     type=click.Path(file_okay=False),
     default=None,
-    help=f"Folder for report.html, report.json and frames.csv. Default: "
-    f"{DEFAULT_REPORTS_DIR}/<DIST stem>/",
+    help="Folder for report.html, report.json, frames.parquet, frames.csv and gallery/. "
+    "Default: reports/<DIST stem>/",
 )
 @click.option(
     "--scenes",
@@ -459,7 +501,7 @@ def _echo_run_summary(run: ScoringRun, table: Any, written: str | None) -> None:
     type=click.IntRange(min=0),
     default=DEFAULT_GALLERY_FRAMES,
     show_default=True,
-    help="Worst frames shown as pictures per metric.",
+    help="Worst frames shown as pictures per metric (captured during the pass).",
 )
 def report_cmd(
     dist: str,
@@ -472,87 +514,152 @@ def report_cmd(
     gallery: int,
     **kwargs: Any,
 ) -> None:
-    """Score DIST (against --ref) and write an HTML/JSON/CSV report with scenes and pooling.
+    """Score DIST (against --ref) and write an HTML/JSON report with scenes and pooling.
 
     Scene cuts come from the reference in full-reference mode (the source's cuts), from
-    DIST otherwise.
+    DIST otherwise. A run that stops early still writes its report, marked incomplete.
     """
+    from topiq_video.files import check_output_dir
+    from topiq_video.pipeline.run import ScoringRun
+    from topiq_video.report.build import default_report_dir, write_report
+
     if scenes_file and no_scenes:
         raise InvalidInputError("--scenes FILE and --no-scenes contradict each other: pick one.")
-    started = time.monotonic()
     options = _score_options(
         kwargs,
         detect_scenes=not (no_scenes or scenes_file),
+        scenes_file=scenes_file,
         scene_threshold=scene_threshold,
         min_scene_len=min_scene_len,
+        worst_n=worst,
+        gallery=gallery,
     )
+    out = check_output_dir(output_dir if output_dir is not None else default_report_dir(dist))
     run = ScoringRun(dist, kwargs["ref"], options)
-    rows, failure = run_with_progress(run, "report")
-    result = None
-    if rows:
-        result = write_report(
-            run,
-            rows,
-            output_dir,
-            scenes_file=scenes_file,
-            worst_n=worst,
-            gallery_per_metric=gallery,
-            command=["topiq-video", *sys.argv[1:]],
-            started=started,
-            complete=failure is None,
-        )
-    _raise_after_partial(failure, str(result.out_dir) if result else None)
-    if result is None:  # no failure yet no rows: say why rather than write an empty report
+    result, failure = _run_with_progress(run, "report", ["topiq-video", *sys.argv[1:]])
+    saved = write_report(result, out) if result is not None else None
+    _finish(result, failure, str(saved.out_dir) if saved else None)
+    if result is None or saved is None:
         raise InvalidInputError(
             "No frame was scored: check the frame selection (--start/--duration) and the "
             "alignment (--offset)."
         )
-    _echo_report_summary(run, result)
-
-
-def _echo_report_summary(run: ScoringRun, result: ReportResult) -> None:
-    alignment = run.alignment
-    if alignment is not None:
-        est = alignment.offset
-        click.echo(
-            f"Alignment: offset {est.offset_seconds:+.3f} s ({est.offset_frames} reference "
-            f"frames, confidence {est.confidence:.2f})"
-        )
-    header = ("METRIC", "MEAN", "HARMONIC", "P1", "P5", "MIN", "NON-FINITE", "WORST SCENE")
-    rows = [header]
-    for name in run.metrics:
-        stats = result.pooled.summary[name]
-        worst_scene = result.pooled.worst_scenes.get(name) or []
-        nonfinite = stats.nan_count + stats.posinf_count + stats.neginf_count
-        rows.append(
-            (
-                name,
-                _fmt(stats.mean) if stats.count else _all_nonfinite(result.frames[name]),
-                _fmt(stats.harmonic_mean),
-                _fmt(stats.p1),
-                _fmt(stats.p5),
-                _fmt(stats.min),
-                str(nonfinite),
-                str(worst_scene[0]) if worst_scene else "-",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    _echo_summary(result)
     click.echo(
-        f"{len(result.frames)} frames, {len(result.pooled.scenes)} scene(s). Wrote "
-        f"{result.html_path}, {result.json_path.name}, {result.csv_path.name}"
+        f"{len(result.frames)} frames, {len(result.scenes)} scene(s). Wrote {saved.html_path}, "
+        f"{saved.json_path.name}, {saved.frames_path.name}, {saved.csv_path.name}"
     )
 
 
-def _all_nonfinite(values: Any) -> str:
-    """What to print for a mean when no value is finite (e.g. PSNR of identical frames)."""
-    kinds = {"+inf" if v > 0 else "-inf" if v < 0 else "nan" for v in values if not np.isfinite(v)}
-    return "/".join(sorted(kinds)) or "n/a"
+@cli.command("render")
+@click.argument("report_json", type=click.Path(exists=True))
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the page (and a copy of its data). Default: beside REPORT_JSON.",
+)
+def render_cmd(report_json: str, output_dir: str | None) -> None:
+    """Render report.html again from a saved report.json (no videos needed).
+
+    REPORT_JSON is a report.json or the report folder holding it; the files it names
+    (frames.parquet, gallery/) must sit beside it.
+    """
+    from topiq_video.report.build import render_report
+
+    click.echo(f"Wrote {render_report(report_json, output_dir)}")
+
+
+# ---------------------------------------------------------------------------- printing
+
+
+def _echo_table(rows: list[tuple[str, ...]], *, err: bool = False) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), err=err
+        )
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _echo_summary(result: ScoreResult, *, err: bool = False) -> None:
+    """Alignment, pairing, decoding and the per-metric summary table."""
+    report = result.report
+    alignment = report.alignment
+    if alignment is not None:
+        click.echo(
+            f"Alignment: offset {alignment.offset_seconds:+.3f} s "
+            f"({alignment.offset_frames:g} reference frames, {alignment.method}, confidence "
+            f"{alignment.confidence:.2f}); {len(result.frames)} frames paired",
+            err=err,
+        )
+        pairing = alignment.pairing
+        if pairing is not None:
+            outside = []
+            if pairing.dist_before or pairing.dist_after:
+                outside.append(
+                    f"{pairing.dist_before + pairing.dist_after} distorted frames outside the "
+                    "reference"
+                )
+            if pairing.ref_before or pairing.ref_after:
+                outside.append(
+                    f"{pairing.ref_before + pairing.ref_after} reference frames outside the "
+                    "encode's span"
+                )
+            if pairing.ref_skipped:
+                outside.append(
+                    f"{pairing.ref_skipped} reference frames inside it shown by no distorted frame"
+                )
+            if outside:
+                click.echo(
+                    "Unmatched (not scored): "
+                    + "; ".join(outside)
+                    + ("" if pairing.complete else " (counted up to where the run stopped)"),
+                    err=err,
+                )
+            if pairing.conversion not in ("unknown", "equal rate"):
+                click.echo(f"Frame-rate conversion found: {pairing.conversion}", err=err)
+    header = ("METRIC", "MEAN", "POOLED", "HARMONIC", "P1", "P5", "MIN", "WORST SCENE")
+    rows = [header]
+    for name in report.metric_names:
+        stats = report.summary[name]
+        worst_scene = report.worst_scenes.get(name) or ()
+        total = stats.count + stats.nonfinite_count
+        pooled = f"{stats.count}/{total}"
+        if stats.posinf_count:
+            pooled += f" ({stats.posinf_count} +inf)"
+        mean = _fmt(stats.mean) if stats.count else _all_nonfinite(stats)
+        rows.append(
+            (
+                name,
+                mean,
+                pooled,
+                _fmt(stats.harmonic_mean),
+                _fmt(stats.p1),
+                _fmt(stats.p5),
+                _fmt(stats.min),
+                str(worst_scene[0]) if worst_scene else "-",
+            )
+        )
+    _echo_table(rows, err=err)
+
+
+def _all_nonfinite(stats: Any) -> str:
+    """What to print for a mean when no value is finite (e.g. PSNR of identical frames)."""
+    kinds = [
+        label
+        for label, count in (
+            ("+inf", stats.posinf_count),
+            ("-inf", stats.neginf_count),
+            ("nan", stats.nan_count),
+        )
+        if count
+    ]
+    return "/".join(kinds) or "n/a"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,3 +42,8 @@ class ScoringInterrupted(TopiqVideoError):
         super().__init__(message)
         self.result = result
         self.written = written
+
+
+class Terminated(KeyboardInterrupt):
+    """A termination signal (SIGTERM from systemd, Docker or ``timeout``), handled like
+    Ctrl-C: what was scored is kept and written before the program ends."""

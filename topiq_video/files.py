@@ -86,15 +86,20 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
-def check_output_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` (a folder for outputs) or raise an OutputError saying why not."""
+def check_output_dir(
+    path: str | os.PathLike[str], *, for_file: str | os.PathLike[str] | None = None
+) -> Path:
+    """Create ``path`` (a folder for outputs) or raise an OutputError saying why not;
+    ``for_file`` is the file the message names (default: the folder)."""
     folder = Path(path)
+    named = Path(for_file) if for_file is not None else folder / "."
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        # The only sure test: create (and drop) a file there.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
     except OSError as exc:
-        raise output_error(folder / "x", exc) from exc
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"Cannot write into {os.fsdecode(folder)!r}: permission denied.")
+        raise output_error(named, exc) from exc
     return folder
 
 
@@ -103,7 +108,7 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     if target.is_dir():
         raise OutputError(f"{os.fsdecode(target)!r} is a folder: name a file to write.")
-    check_output_dir(target.parent if str(target.parent) else Path("."))
+    check_output_dir(target.parent, for_file=target)
     return target
 
 

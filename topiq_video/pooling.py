@@ -18,75 +18,43 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from topiq_video.errors import InvalidInputError
-from topiq_video.scenes import Scene
+from topiq_video.pipeline.options import DEFAULT_WORST_N
+from topiq_video.result import (
+    MetricStats,
+    PerSecond,
+    SceneResult,
+    WorstFrame,
+    nonfinite_flag,
+)
+
+if TYPE_CHECKING:
+    from topiq_video.scenes import Scene
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WORST_N = 10
-"""How many lowest-scoring frames to list per metric."""
 DEFAULT_RESERVOIR_SIZE = 4096
 """Values kept by :class:`StreamingSummary` for approximate percentiles (exact below this)."""
 DEFAULT_ROLLING_WINDOW_S = 10.0
 """Window of :class:`RollingStats` in seconds."""
 PERCENTILES = (1, 5, 10, 50)
-_FRAME_COLUMNS = ("frame", "time", "ref_frame", "ref_time")
-
-
-@dataclass(frozen=True)
-class MetricStats:
-    """Summary of one metric; statistics are over finite values and None when there are none."""
-
-    count: int
-    mean: float | None
-    harmonic_mean: float | None
-    min: float | None
-    p1: float | None
-    p5: float | None
-    p10: float | None
-    median: float | None
-    max: float | None
-    std: float | None
-    nan_count: int
-    posinf_count: int
-    neginf_count: int
-
-    def to_dict(self) -> dict[str, float | int | None]:
-        """Plain dict (JSON-ready: no NaN or inf, missing statistics are None)."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class WorstFrame:
-    """One of the lowest-scoring frames of a metric."""
-
-    frame: int
-    time: float
-    value: float
-
-
-@dataclass(frozen=True)
-class SceneStats:
-    """Statistics of every metric within one scene."""
-
-    scene: Scene
-    stats: dict[str, MetricStats]
 
 
 @dataclass(frozen=True)
 class PooledResult:
-    """Everything :func:`pool` computes; ``per_second`` is indexed by whole second."""
+    """Everything :func:`pool` computes."""
 
     summary: dict[str, MetricStats]
-    scenes: list[SceneStats]
-    worst_frames: dict[str, list[WorstFrame]]
-    worst_scenes: dict[str, list[int]]
-    per_second: pd.DataFrame
+    scenes: tuple[SceneResult, ...]
+    worst_frames: dict[str, tuple[WorstFrame, ...]]
+    worst_scenes: dict[str, tuple[int, ...]]
+    per_second: PerSecond
 
 
 def _in_unit_interval(finite: np.ndarray) -> bool:
@@ -131,40 +99,77 @@ def summarize(values: Iterable[float] | np.ndarray, *, harmonic: bool | None = N
     )
 
 
-def metric_columns(frames_df: pd.DataFrame) -> list[str]:
-    """The metric columns of a per-frame table (everything but frame/time columns)."""
-    return [c for c in frames_df.columns if c not in _FRAME_COLUMNS]
+def pick_worst(
+    values: np.ndarray, times: np.ndarray, count: int, *, spacing: float = 0.0
+) -> list[int]:
+    """Positions of the ``count`` lowest values (NaN never), worst first.
+
+    With ``spacing`` > 0 the picks are at least that many seconds apart (neighbours of one bad
+    moment look alike), topped up with the next worst when too few moments qualify. Ties keep
+    time order. The one rule for every worst-frame list and gallery.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if count <= 0 or values.size == 0:
+        return []
+    order = [int(i) for i in np.argsort(values, kind="stable") if not np.isnan(values[i])]
+    if spacing <= 0:
+        return order[:count]
+    times = np.asarray(times, dtype=np.float64)
+    chosen: list[int] = []
+    for i in order:
+        if len(chosen) >= count:
+            break
+        if all(abs(times[i] - times[j]) >= spacing for j in chosen):
+            chosen.append(i)
+    for i in order:
+        if len(chosen) >= count:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return chosen
 
 
-def _worst_frames(frames_df: pd.DataFrame, metric: str, worst_n: int) -> list[WorstFrame]:
+def worst_frames(frames_df: pd.DataFrame, metric: str, count: int) -> tuple[WorstFrame, ...]:
+    """The ``count`` lowest-scoring frames of ``metric`` (earliest first among equals)."""
     values = frames_df[metric].to_numpy(dtype=np.float64)
-    keep = ~np.isnan(values)
-    frames = frames_df["frame"].to_numpy()[keep]
-    times = frames_df["time"].to_numpy(dtype=np.float64)[keep]
-    values = values[keep]
-    # Stable sort: ties keep frame order, so the earliest of equal frames comes first.
-    order = np.argsort(values, kind="stable")[:worst_n]
-    return [WorstFrame(int(frames[i]), float(times[i]), float(values[i])) for i in order]
+    times = frames_df["time"].to_numpy(dtype=np.float64)
+    frames = frames_df["frame"].to_numpy()
+    out = []
+    for i in pick_worst(values, times, count):
+        value = float(values[i])
+        out.append(
+            WorstFrame(
+                frame=int(frames[i]),
+                time=float(times[i]),
+                value=value if math.isfinite(value) else None,
+                value_nonfinite=nonfinite_flag(value),
+            )
+        )
+    return tuple(out)
 
 
-def _per_second(frames_df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+def per_second(frames_df: pd.DataFrame, metrics: Sequence[str]) -> PerSecond:
     """Mean and min of finite values per whole second; non-finite values are counted."""
+    if not len(frames_df):
+        return PerSecond()
     second = np.floor(frames_df["time"].to_numpy(dtype=np.float64)).astype(np.int64)
     data: dict[str, np.ndarray] = {"second": second}
     for metric in metrics:
         values = frames_df[metric].to_numpy(dtype=np.float64)
         data[metric] = np.where(np.isfinite(values), values, np.nan)
-        data[f"{metric}_nonfinite"] = ~np.isfinite(values)
-    table = pd.DataFrame(data)
-    grouped = table.groupby("second", sort=True)
-    columns: dict[str, pd.Series] = {}
-    for metric in metrics:
-        columns[f"{metric}_mean"] = grouped[metric].mean()
-        columns[f"{metric}_min"] = grouped[metric].min()
-        columns[f"{metric}_nonfinite"] = grouped[f"{metric}_nonfinite"].sum().astype(np.int64)
-    result = pd.DataFrame(columns)
-    result.index.name = "second"
-    return result
+        data[f"{metric}\0nonfinite"] = ~np.isfinite(values)
+    grouped = pd.DataFrame(data).groupby("second", sort=True)
+
+    def column(series: pd.Series) -> tuple[float | None, ...]:
+        return tuple(None if math.isnan(v) else float(v) for v in series.tolist())
+
+    means = {m: column(grouped[m].mean()) for m in metrics}
+    mins = {m: column(grouped[m].min()) for m in metrics}
+    nonfinite = {
+        m: tuple(int(v) for v in grouped[f"{m}\0nonfinite"].sum().tolist()) for m in metrics
+    }
+    seconds = tuple(int(s) for s in grouped.size().index.tolist())
+    return PerSecond(second=seconds, mean=means, min=mins, nonfinite=nonfinite)
 
 
 def pool(
@@ -177,8 +182,7 @@ def pool(
     """Pool per-frame scores (columns ``frame``, ``time`` and each metric) overall and per scene.
 
     ``worst_scenes`` lists, per metric, the indices of scenes that have finite values, by
-    ascending mean (worst first).  ``per_second`` has ``<metric>_mean``, ``<metric>_min`` (finite
-    values) and ``<metric>_nonfinite`` (count) for each second ``floor(time)``.
+    ascending mean (worst first).
     """
     missing = [c for c in ("frame", "time", *metrics) if c not in frames_df.columns]
     if missing:
@@ -188,37 +192,35 @@ def pool(
     if worst_n < 0:
         raise InvalidInputError(f"worst_n must be >= 0, got {worst_n}")
     frame_numbers = frames_df["frame"].to_numpy()
+    columns = {m: frames_df[m].to_numpy(dtype=np.float64) for m in metrics}
     # Decide per metric on the whole video, so that every scene reports the same statistics.
-    harmonic = {
-        m: _in_unit_interval(_finite(frames_df[m].to_numpy(dtype=np.float64))) for m in metrics
-    }
-    summary = {
-        m: summarize(frames_df[m].to_numpy(dtype=np.float64), harmonic=harmonic[m]) for m in metrics
-    }
-    scene_stats: list[SceneStats] = []
+    harmonic = {m: _in_unit_interval(_finite(columns[m])) for m in metrics}
+    summary = {m: summarize(columns[m], harmonic=harmonic[m]) for m in metrics}
+    scene_results: list[SceneResult] = []
     for scene in scenes:
         rows = (frame_numbers >= scene.start_frame) & (frame_numbers <= scene.end_frame)
-        part = frames_df.loc[rows]
-        scene_stats.append(
-            SceneStats(
-                scene=scene,
-                stats={
-                    m: summarize(part[m].to_numpy(dtype=np.float64), harmonic=harmonic[m])
-                    for m in metrics
-                },
+        scene_results.append(
+            SceneResult(
+                index=scene.index,
+                start_frame=scene.start_frame,
+                end_frame=scene.end_frame,
+                start_time=scene.start_time,
+                end_time=scene.end_time,
+                frame_count=int(rows.sum()),
+                stats={m: summarize(columns[m][rows], harmonic=harmonic[m]) for m in metrics},
             )
         )
-    worst_scenes: dict[str, list[int]] = {}
+    worst_scenes: dict[str, tuple[int, ...]] = {}
     for m in metrics:
-        ranked = [s for s in scene_stats if s.stats[m].mean is not None]
-        ranked.sort(key=lambda s: (s.stats[m].mean, s.scene.index))
-        worst_scenes[m] = [s.scene.index for s in ranked]
+        ranked = [s for s in scene_results if s.stats[m].mean is not None]
+        ranked.sort(key=lambda s: (s.stats[m].mean, s.index))
+        worst_scenes[m] = tuple(s.index for s in ranked)
     return PooledResult(
         summary=summary,
-        scenes=scene_stats,
-        worst_frames={m: _worst_frames(frames_df, m, worst_n) for m in metrics},
+        scenes=tuple(scene_results),
+        worst_frames={m: worst_frames(frames_df, m, worst_n) for m in metrics},
         worst_scenes=worst_scenes,
-        per_second=_per_second(frames_df, metrics),
+        per_second=per_second(frames_df, metrics),
     )
 
 

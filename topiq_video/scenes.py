@@ -47,13 +47,10 @@ import torch
 import torch.nn.functional as F
 
 from topiq_video.errors import InvalidInputError
+from topiq_video.pipeline.options import DEFAULT_MIN_SCENE_LEN, DEFAULT_SCENE_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 27.0
-"""Content score at or above which a frame starts a new scene (PySceneDetect's default)."""
-DEFAULT_MIN_SCENE_LEN = 15
-"""Minimum scene length in frames of the distorted stream."""
 DEFAULT_FLASH_WINDOW = 4
 """How many sampled frames after a candidate cut may still return to the pre-cut picture."""
 DEFAULT_SCENE_WIDTH = 256
@@ -155,7 +152,7 @@ class ContentDetector:
 
     def __init__(
         self,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float = DEFAULT_SCENE_THRESHOLD,
         min_scene_len: int = DEFAULT_MIN_SCENE_LEN,
         flash_filter: bool = True,
         flash_window: int = DEFAULT_FLASH_WINDOW,
@@ -194,6 +191,10 @@ class ContentDetector:
         return pd.Series(
             self._scores, index=pd.Index(self._frames, name="frame"), name=CONTENT_SCORE_NAME
         )
+
+    def last_scores(self, count: int) -> list[float]:
+        """Content scores of the last ``count`` frames seen."""
+        return self._scores[-count:] if count > 0 else []
 
     @property
     def max_score(self) -> float:

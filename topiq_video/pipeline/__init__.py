@@ -14,8 +14,7 @@ _LAZY = {
     "ScoreOptions": "topiq_video.pipeline.options",
     "ScoringRun": "topiq_video.pipeline.run",
     "FrameScores": "topiq_video.pipeline.run",
-    "score_video": "topiq_video.pipeline.run",
-    "frames_table": "topiq_video.pipeline.run",
+    "score_video": "topiq_video.pipeline.collect",
 }
 
 

@@ -34,6 +34,11 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_PIXELS = 40_000_000
 """Largest picture (width x height) accepted: a little above 8K UHD (7680x4320). A file
 declaring more is refused before anything is decoded; raise it for larger pictures."""
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEFAULT_PRECISION_CPU = "fp32"
+DEFAULT_PRECISION_CUDA = "fp16"
+DEFAULT_BATCH_SIZE_CPU = 4
+DEFAULT_BATCH_SIZE_CUDA = 16
 MAX_SECONDS = 1e9
 """Times and offsets beyond this (about 31 years) are refused as input mistakes."""
 

@@ -3,25 +3,28 @@
 CSV floats are written with ``repr`` precision (shortest string that round-trips exactly), so
 statistics recomputed from ``frames.csv`` match ``report.json`` to the last bit. +inf is
 written as ``inf`` and NaN as an empty field, which pandas and most spreadsheets read back.
+Parquet keeps every value as it is. JSON has no NaN or Infinity: non-finite scores become
+``null`` with a ``<metric>_nonfinite`` flag (``"+inf"``, ``"-inf"`` or ``"nan"``).
 """
 
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from topiq_video.errors import InvalidInputError
-from topiq_video.report.document import (
-    atomic_write_text,
-    dumps_strict,
-    frame_records,
-    metric_columns,
-)
+from topiq_video.files import atomic_path, atomic_write_text, check_output_file
+from topiq_video.result import FRAME_COLUMNS, nonfinite_flag
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".json")
+NONFINITE_SUFFIX = "_nonfinite"
 
 
 def frames_csv_text(frames: pd.DataFrame) -> str:
@@ -32,9 +35,25 @@ def frames_csv_text(frames: pd.DataFrame) -> str:
     return buf.getvalue()
 
 
-def write_frames_csv(frames: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write the per-frame table as CSV, atomically."""
-    return atomic_write_text(path, frames_csv_text(frames))
+def frame_records(frames: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as strict-JSON dicts, with ``<metric>_nonfinite`` flags where needed."""
+    records: list[dict[str, Any]] = [{} for _ in range(len(frames))]
+    for column in frames.columns:
+        series = frames[column]
+        if column in FRAME_COLUMNS and column != "scene_score" and column != "time":
+            values = [None if pd.isna(v) else int(v) for v in series.tolist()]
+            for rec, v in zip(records, values, strict=True):
+                rec[column] = v
+            continue
+        arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        for rec, v in zip(records, arr.tolist(), strict=True):
+            if math.isfinite(v):
+                rec[column] = v
+            else:
+                rec[column] = None
+                if column not in FRAME_COLUMNS:
+                    rec[column + NONFINITE_SUFFIX] = nonfinite_flag(v)
+    return records
 
 
 def check_table_path(path: str | os.PathLike[str]) -> None:
@@ -45,40 +64,21 @@ def check_table_path(path: str | os.PathLike[str]) -> None:
             f"unknown table format {suffix or '(no suffix)'!r} for {Path(path).name}: "
             f"use one of {', '.join(TABLE_SUFFIXES)}"
         )
-    if suffix == ".parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as exc:
-            raise InvalidInputError(
-                "writing .parquet needs pyarrow: pip install 'topiq-video[parquet]', "
-                "or choose a .csv or .json output"
-            ) from exc
+    check_output_file(path)
 
 
 def write_frames_table(frames: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write the per-frame table in the format named by the suffix: .csv, .parquet or .json.
-
-    JSON is a strict array of records: non-finite scores become null with a
-    ``<metric>_nonfinite`` flag, exactly as in the report document.
-    """
+    """Write the per-frame table in the format its suffix names, atomically."""
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix == ".csv":
-        return write_frames_csv(frames, target)
+        return atomic_write_text(target, frames_csv_text(frames))
     if suffix == ".json":
-        records = frame_records(frames, metric_columns(frames), all_index_columns=False)
-        return atomic_write_text(target, dumps_strict(records, indent=1) + "\n")
-    check_table_path(target)
+        text = json.dumps(frame_records(frames), indent=1, ensure_ascii=False, allow_nan=False)
+        return atomic_write_text(target, text + "\n")
     if suffix == ".parquet":
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        try:
+        with atomic_path(target) as tmp:
             frames.to_parquet(tmp, index=False)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
         return target
-    raise InvalidInputError(
-        f"unknown table format {target.suffix or '(no suffix)'!r} for {target.name}: "
-        f"use one of {', '.join(TABLE_SUFFIXES)}"
-    )
+    check_table_path(target)
+    raise AssertionError("unreachable")

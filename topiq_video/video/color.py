@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from topiq_video.errors import InvalidInputError
-from topiq_video.video.decode import VideoFrame
+from topiq_video.video.source import VideoFrame
 
 DEFAULT_THUMBNAIL_SIZE = (36, 64)  # (height, width) of luma thumbnails
 

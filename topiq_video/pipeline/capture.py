@@ -1,0 +1,225 @@
+"""The worst-frame gallery, captured during the pass: no second decode, fixed memory.
+
+For each metric a few candidate worst moments are kept as they go by, already reduced to
+display size and JPEG-encoded: the encode, the reference and their amplified difference
+(computed at comparison size, so downscaling cannot hide it). A new frame replaces the
+candidates within ``spacing`` seconds of it only if it is worse (neighbours of one bad
+moment look alike), and the pool never holds more than a fixed number. At the end the
+gallery is picked from the pool with the same rule the pooled worst-frame lists use
+(:func:`topiq_video.pooling.pick_worst`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from topiq_video.pipeline.options import GALLERY_SPACING_S
+from topiq_video.pooling import pick_worst
+from topiq_video.result import GALLERY_DIR, GalleryEntry, nonfinite_flag
+
+GALLERY_MAX_WIDTH = 640
+JPEG_QUALITY = 85
+DIFF_GAIN = 4
+DIFF_CAPTION = (
+    f"|encode − reference| × {DIFF_GAIN}, mean over RGB, shown with the inferno colour map "
+    "(black = identical, yellow = large difference)"
+)
+POOL_FACTOR = 4  # candidates kept per picture shown
+MIN_POOL = 8
+
+# Anchor colours sampled along the perceptually uniform "inferno" ramp; the lookup table
+# interpolates linearly between them, visually indistinguishable at 256 steps.
+_INFERNO_ANCHORS = np.array(
+    [
+        (0, 0, 4),
+        (40, 11, 84),
+        (101, 21, 110),
+        (159, 42, 99),
+        (212, 72, 66),
+        (245, 125, 21),
+        (250, 193, 39),
+        (252, 255, 164),
+    ],
+    dtype=np.float64,
+)
+
+
+def _colormap_lut() -> torch.Tensor:
+    x = np.linspace(0.0, 1.0, len(_INFERNO_ANCHORS))
+    t = np.linspace(0.0, 1.0, 256)
+    channels = [np.interp(t, x, _INFERNO_ANCHORS[:, c]) for c in range(3)]
+    lut = np.clip(np.rint(np.stack(channels, axis=1)), 0, 255).astype(np.uint8)
+    return torch.from_numpy(lut)
+
+
+_LUT = _colormap_lut()
+
+
+def display_size(height: int, width: int, max_width: int = GALLERY_MAX_WIDTH) -> tuple[int, int]:
+    if width <= max_width:
+        return height, width
+    return max(1, round(height * max_width / width)), max_width
+
+
+def _to_display(rgb: torch.Tensor, max_width: int) -> torch.Tensor:
+    """(3, H, W) floats in [0, 1] -> (3, h, w) uint8 at display size, on the CPU."""
+    h, w = display_size(rgb.shape[-2], rgb.shape[-1], max_width)
+    x = rgb[None].float()
+    if (h, w) != tuple(rgb.shape[-2:]):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    return (x[0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu()
+
+
+def difference_picture(dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Colour-mapped ``|dist - ref| x DIFF_GAIN`` (mean over RGB) of two (3, H, W) pictures
+    in [0, 1], as (3, H, W) uint8."""
+    diff = (dist.float() - ref.float()).abs().mean(dim=0) * (255.0 * DIFF_GAIN)
+    codes = diff.round().clamp(0, 255).to(torch.long).cpu()
+    return _LUT[codes].permute(2, 0, 1).contiguous()
+
+
+def encode_jpeg(chw: torch.Tensor) -> bytes:
+    from torchvision.io import encode_jpeg as _encode
+
+    # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they still work
+    # and avoid a new dependency, so the warning is silenced here rather than shown to users.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _encode(chw.contiguous(), quality=JPEG_QUALITY).numpy().tobytes()
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    frame: int
+    time: float
+    value: float
+    ref_frame: int | None
+    ref_time: float | None
+    dist: bytes
+    ref: bytes | None
+    diff: bytes | None
+    width: int
+    height: int
+
+
+class WorstFrameCapture:
+    """Keeps, per metric, a bounded pool of worst-frame pictures as batches go by."""
+
+    def __init__(
+        self,
+        metrics: Sequence[str],
+        per_metric: int,
+        *,
+        spacing: float = GALLERY_SPACING_S,
+        max_width: int = GALLERY_MAX_WIDTH,
+    ) -> None:
+        self.per_metric = int(per_metric)
+        self.spacing = float(spacing)
+        self.max_width = int(max_width)
+        self.pool_size = max(MIN_POOL, POOL_FACTOR * self.per_metric)
+        self._pools: dict[str, list[_Candidate]] = {m: [] for m in metrics}
+
+    def _admits(self, pool: list[_Candidate], time: float, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        for c in pool:
+            if abs(c.time - time) < self.spacing and c.value <= value:
+                return False  # a frame of this moment that is as bad is already kept
+        if len(pool) < self.pool_size:
+            return True
+        return value < max(c.value for c in pool)
+
+    def offer(
+        self,
+        metric: str,
+        values: Sequence[float],
+        frames: Sequence[int],
+        times: Sequence[float],
+        dist_rgb: torch.Tensor,
+        ref_rgb: torch.Tensor | None = None,
+        ref_frames: Sequence[int | None] | None = None,
+        ref_times: Sequence[float | None] | None = None,
+    ) -> None:
+        """Consider a batch's frames of ``metric``; (N, 3, H, W) pictures in [0, 1]."""
+        if self.per_metric <= 0 or metric not in self._pools:
+            return
+        pool = self._pools[metric]
+        order = np.argsort(np.asarray(values, dtype=np.float64), kind="stable")
+        for i in order.tolist():
+            value = float(values[i])
+            t = float(times[i])
+            if not self._admits(pool, t, value):
+                continue
+            dist = _to_display(dist_rgb[i], self.max_width)
+            ref = diff = None
+            if ref_rgb is not None:
+                ref = encode_jpeg(_to_display(ref_rgb[i], self.max_width))
+                full_diff = difference_picture(dist_rgb[i], ref_rgb[i]).float() / 255.0
+                diff = encode_jpeg(_to_display(full_diff, self.max_width))
+            candidate = _Candidate(
+                frame=int(frames[i]),
+                time=t,
+                value=value,
+                ref_frame=None
+                if ref_frames is None or ref_frames[i] is None
+                else int(ref_frames[i]),
+                ref_time=None if ref_times is None or ref_times[i] is None else float(ref_times[i]),
+                dist=encode_jpeg(dist),
+                ref=ref,
+                diff=diff,
+                width=int(dist.shape[-1]),
+                height=int(dist.shape[-2]),
+            )
+            pool[:] = [c for c in pool if abs(c.time - t) >= self.spacing]
+            pool.append(candidate)
+            if len(pool) > self.pool_size:
+                pool.remove(max(pool, key=lambda c: (c.value, c.time)))
+
+    def gallery(self) -> tuple[tuple[GalleryEntry, ...], dict[str, bytes]]:
+        """The pictures to show, worst first per metric, and their JPEG files."""
+        entries: list[GalleryEntry] = []
+        images: dict[str, bytes] = {}
+        for metric, pool in self._pools.items():
+            pool = sorted(pool, key=lambda c: c.time)
+            picked = pick_worst(
+                np.array([c.value for c in pool]),
+                np.array([c.time for c in pool]),
+                self.per_metric,
+                spacing=self.spacing,
+            )
+            slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in metric)
+            for rank, i in enumerate(picked, start=1):
+                c = pool[i]
+                stem = f"{GALLERY_DIR}/{slug}-{rank}"
+                names = {"dist": f"{stem}-dist.jpg"}
+                images[names["dist"]] = c.dist
+                if c.ref is not None and c.diff is not None:
+                    names["ref"] = f"{stem}-ref.jpg"
+                    names["diff"] = f"{stem}-diff.jpg"
+                    images[names["ref"]] = c.ref
+                    images[names["diff"]] = c.diff
+                entries.append(
+                    GalleryEntry(
+                        metric=metric,
+                        rank=rank,
+                        frame=c.frame,
+                        time=c.time,
+                        value=c.value if math.isfinite(c.value) else None,
+                        value_nonfinite=nonfinite_flag(c.value),
+                        ref_frame=c.ref_frame,
+                        ref_time=c.ref_time,
+                        dist_image=names["dist"],
+                        ref_image=names.get("ref"),
+                        diff_image=names.get("diff"),
+                        width=c.width,
+                        height=c.height,
+                    )
+                )
+        return tuple(entries), images
