@@ -18,8 +18,11 @@ from topiq_video import metrics
 from topiq_video.errors import InvalidInputError
 from topiq_video.metrics import METRICS, MetricInfo, compute_metric, psnr_y, ssim_y
 
-PSNR_TOL_DB = 0.01
-SSIM_TOL = 0.002
+# FFmpeg hands its results to the metadata as float and prints six decimals, so the oracle is
+# itself off by up to half a float step plus 5e-7. Measured worst deviations over every
+# comparison in this file: 2.65e-6 dB (12-bit, 74 dB) and 5.3e-7; the tolerances sit just above.
+PSNR_TOL_DB = 3e-6
+SSIM_TOL = 6e-7
 HEIGHT, WIDTH = 90, 161  # deliberately not multiples of 4 or 8
 
 
