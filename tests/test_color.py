@@ -10,6 +10,7 @@ import torch
 from av.video.reformatter import Interpolation
 
 from topiq_video.errors import InvalidInputError
+from topiq_video.metrics import psnr_y
 from topiq_video.video.color import frames_to_luma, frames_to_rgb, luma_thumbnails
 from topiq_video.video.decode import open_video
 
@@ -132,3 +133,74 @@ def test_high_bit_and_alpha_rgb_match_8bit_rgb(tmp_path, pix_fmt):
     assert float(diff.max()) <= 1.0
     rgb = frames_to_rgb([other])[0].permute(1, 2, 0).numpy() * 255.0
     assert np.abs(rgb - media.clip_frames_rgb(1)[0]).max() <= 1.0 + 1e-3
+
+
+def _save_png(path, picture: np.ndarray):
+    with av.open(str(path), "w", format="image2") as out:
+        stream = out.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = picture.shape[1], picture.shape[0], "rgb24"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("clip_kwargs", "matrix", "rng"),
+    [
+        ({}, "bt601", "limited"),  # untagged SD: the BT.601 guess
+        ({"pix_fmt": "yuv420p10le"}, "bt601", "limited"),
+        ({"colorspace": "bt709", "color_range": "full"}, "bt709", "full"),
+        ({"colorspace": "bt2020", "color_range": "limited"}, "bt2020", "limited"),
+    ],
+    ids=["untagged-sd", "untagged-sd-10bit", "bt709-full", "bt2020-limited"],
+)
+def test_rgb_picture_against_yuv_video_uses_the_videos_matrix(tmp_path, clip_kwargs, matrix, rng):
+    """A PNG reference against an encode of the same picture: Y must come from one matrix."""
+    width, height = 320, 180
+    png = _save_png(tmp_path / "ref.png", media.clip_frames_rgb(1, width, height)[0])
+    video = media.make_clip(
+        tmp_path / "enc.mkv", n_frames=1, width=width, height=height, crf=4, **clip_kwargs
+    )
+    picture, encoded = _first_frame(png), _first_frame(video)
+    assert picture.color.matrix == "rgb"
+    assert (encoded.color.matrix, encoded.color.range) == (matrix, rng)
+    depth = encoded.color.bit_depth
+    video_y = frames_to_luma([encoded])
+    # RGB luma comes as 8-bit codes; deeper partners are compared after scaling, as the
+    # pipeline does.
+    scale = float(1 << (depth - 8))
+    partner = {"rgb_matrix": encoded.color.matrix, "rgb_range": encoded.color.range}
+    matched = psnr_y(video_y, scale * frames_to_luma([picture], **partner), depth).item()
+    default = psnr_y(video_y, scale * frames_to_luma([picture]), depth).item()
+    assert matched > 45.0, f"same picture, same matrix: {matched:.2f} dB"
+    assert default < 40.0, f"the mismatch should show: {default:.2f} dB"
+    thumbs = luma_thumbnails([picture], **partner)
+    assert float((thumbs - luma_thumbnails([encoded])).abs().max()) < 0.01
+    if (matrix, rng) == ("bt601", "limited"):
+        mismatched = luma_thumbnails([picture])
+        assert float((mismatched - luma_thumbnails([encoded])).abs().max()) > 0.05
+
+
+def test_rgb_luma_defaults_and_bad_partner_tags(tmp_path):
+    raw = _first_frame(media.make_raw_clip(tmp_path / "r.nut", "rgb24", n_frames=1))
+    yuv = _first_frame(media.make_clip(tmp_path / "y.mkv", n_frames=1))
+    default = frames_to_luma([raw])
+    source = media.clip_frames_rgb(1)[0].astype(np.float64) / 255.0
+    bt709 = 16.0 + 219.0 * (0.2126 * source[..., 0] + 0.7152 * source[..., 1])
+    bt709 += 219.0 * 0.0722 * source[..., 2]
+    assert np.abs(default[0].numpy() - bt709).max() < 1e-3  # limited-range BT.709 by default
+    # An RGB partner has no matrix to lend: both sides keep the default.
+    assert torch.equal(frames_to_luma([raw], rgb_matrix="rgb", rgb_range="full"), default)
+    # A gray partner lends its range only.
+    gray_full = frames_to_luma([raw], rgb_matrix="gray", rgb_range="full")
+    assert torch.allclose(gray_full, (default - 16.0) * 255.0 / 219.0, atol=1e-3)
+    # YUV frames return their own Y plane whatever the partner.
+    assert torch.equal(
+        frames_to_luma([yuv], rgb_matrix="bt2020", rgb_range="full"), frames_to_luma([yuv])
+    )
+    with pytest.raises(InvalidInputError, match="rgb_matrix"):
+        frames_to_luma([raw], rgb_matrix="smpte170m")
+    with pytest.raises(InvalidInputError, match="rgb_range"):
+        luma_thumbnails([raw], rgb_matrix="bt601", rgb_range="tv")

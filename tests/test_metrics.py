@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import av
 import numpy as np
@@ -10,11 +14,15 @@ import pytest
 import torch
 from ffmpeg_ref import ffmpeg_psnr_y, ffmpeg_ssim_y
 
+from topiq_video import metrics
 from topiq_video.errors import InvalidInputError
 from topiq_video.metrics import METRICS, MetricInfo, compute_metric, psnr_y, ssim_y
 
-PSNR_TOL_DB = 0.01
-SSIM_TOL = 0.002
+# FFmpeg hands its results to the metadata as float and prints six decimals, so the oracle is
+# itself off by up to half a float step plus 5e-7. Measured worst deviations over every
+# comparison in this file: 2.65e-6 dB (12-bit, 74 dB) and 5.3e-7; the tolerances sit just above.
+PSNR_TOL_DB = 3e-6
+SSIM_TOL = 6e-7
 HEIGHT, WIDTH = 90, 161  # deliberately not multiples of 4 or 8
 
 
@@ -147,6 +155,33 @@ def test_ssim_matches_ffmpeg(compared) -> None:
     assert ff.min() < 0.5 and ff.max() > 0.95
 
 
+@pytest.mark.parametrize(
+    "work_pixels",
+    [
+        4 * WIDTH,  # 4-row strips: each SSIM strip still spans two block rows (8 rows)
+        9 * WIDTH,  # strips whose height is not a multiple of the SSIM block
+        40 * WIDTH,  # a few strips per frame, the last one short
+        4 * HEIGHT * WIDTH,  # whole frames, four at a time, the last group short
+    ],
+)
+def test_strips_and_frame_groups_change_nothing(
+    monkeypatch: pytest.MonkeyPatch, work_pixels: int
+) -> None:
+    """The pieces psnr_y/ssim_y work in (strips, groups of frames) must not show in results."""
+    bit_depth = 10
+    _, dist, ref = _pairs(bit_depth, HEIGHT, WIDTH, seed=bit_depth)
+    d, r = torch.from_numpy(dist).float(), torch.from_numpy(ref).float()
+    whole = psnr_y(d, r, bit_depth), ssim_y(d, r, bit_depth)
+    assert HEIGHT * WIDTH * len(d) <= metrics.WORK_PIXELS  # the default takes all in one step
+    monkeypatch.setattr(metrics, "WORK_PIXELS", work_pixels)
+    pieces = psnr_y(d, r, bit_depth), ssim_y(d, r, bit_depth)
+    assert torch.equal(pieces[0], whole[0]) and torch.equal(pieces[1], whole[1])
+    dt = _np_dtype(bit_depth)
+    planes = list(dist.astype(dt)), list(ref.astype(dt))
+    assert np.abs(pieces[0].numpy() - ffmpeg_psnr_y(*planes, bit_depth)).max() <= PSNR_TOL_DB
+    assert np.abs(pieces[1].numpy() - ffmpeg_ssim_y(*planes, bit_depth)).max() <= SSIM_TOL
+
+
 @pytest.mark.parametrize(("h", "w"), [(8, 8), (11, 13), (23, 8), (47, 66)])
 def test_edge_handling_matches_ffmpeg_on_odd_sizes(h: int, w: int) -> None:
     _, p_ours, s_ours, p_ff, s_ff = _ours_and_ffmpeg(8, h, w, seed=h * 1000 + w)
@@ -180,6 +215,29 @@ def test_luma_of_full_yuv420p10_frames_matches_ffmpeg() -> None:
     assert abs(ours_s.item() - ffmpeg_ssim_y(dist_f, ref_f, 10)[0]) <= SSIM_TOL
 
 
+@pytest.mark.parametrize("bit_depth", [14, 16])
+def test_extreme_codes_at_14_and_16_bit_match_ffmpeg(bit_depth: int) -> None:
+    """The largest codes and errors: 14-bit is the deepest that works in int32, 16-bit in int64."""
+    rng = np.random.default_rng(bit_depth)
+    peak = _peak(bit_depth)
+    ref = _textured(rng, 40, 56, bit_depth)
+    ref[:8] = peak  # some windows at the very top of the range
+    dist = np.stack([peak - ref, np.zeros_like(ref), _jpeg_like(ref, bit_depth, 3.0)])
+    ref = np.stack([ref, np.full_like(ref, peak), ref])
+
+    def frames(planes: np.ndarray) -> list[av.VideoFrame]:
+        fmt = f"gray{bit_depth}le"
+        return [av.VideoFrame.from_ndarray(p.astype(np.uint16), format=fmt) for p in planes]
+
+    d, r = torch.from_numpy(dist).float(), torch.from_numpy(ref).float()
+    ours_p, ours_s = psnr_y(d, r, bit_depth).numpy(), ssim_y(d, r, bit_depth).numpy()
+    ff_p = ffmpeg_psnr_y(frames(dist), frames(ref), bit_depth)
+    ff_s = ffmpeg_ssim_y(frames(dist), frames(ref), bit_depth)
+    assert ff_p[1] == 0.0 and ff_s[1] < 1e-3 and ff_s[2] > 0.9  # the cases are the intended ones
+    assert np.abs(ours_p - ff_p).max() <= PSNR_TOL_DB
+    assert np.abs(ours_s - ff_s).max() <= SSIM_TOL
+
+
 @pytest.mark.parametrize("bit_depth", [8, 10])
 def test_identical_frames_give_inf_psnr_and_unit_ssim(bit_depth: int) -> None:
     rng = np.random.default_rng(3)
@@ -191,6 +249,60 @@ def test_identical_frames_give_inf_psnr_and_unit_ssim(bit_depth: int) -> None:
     # FFmpeg says the same, so +inf is its convention and not ours.
     planes = list(ref.numpy().astype(_np_dtype(bit_depth)))
     assert np.all(np.isposinf(ffmpeg_psnr_y(planes, planes, bit_depth)))
+
+
+# Runs in a fresh interpreter: prints the peak-RSS growth (MiB) after psnr_y + ssim_y on one
+# 2160p frame, then after the same on a batch of MEMORY_BATCH such frames. The batch is one stored
+# frame expanded, so the input costs one frame and the growth is the functions' own memory.
+_MEMORY_PROBE = """
+import resource, sys
+import torch
+from topiq_video.metrics import psnr_y, ssim_y
+
+torch.set_num_threads(1)
+h, w, batch = 2160, 3840, int(sys.argv[1])
+ref = torch.empty(1, h, w).random_(0, 1024)
+dist = torch.empty_like(ref).random_(0, 7).sub_(3).add_(ref).clamp_(0, 1023)
+unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+
+def peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 2**20
+
+psnr_y(dist[:, :16], ref[:, :16], 10), ssim_y(dist[:, :16], ref[:, :16], 10)  # warm up
+base = peak_mib()
+growth = []
+for n in (1, batch):
+    d, r = dist.expand(n, h, w), ref.expand(n, h, w)
+    psnr_y(d, r, 10), ssim_y(d, r, 10)
+    growth.append(peak_mib() - base)
+print(*growth)
+"""
+MEMORY_BATCH = 3
+MEMORY_PER_FRAME_MIB = 64  # measured ~25; an int64 copy of one 2160p frame alone is 63
+MEMORY_BATCH_SLACK_MIB = 8  # measured 0-2; the former code needed ~320 more per extra frame
+
+
+def test_memory_is_bounded_per_frame_and_independent_of_batch() -> None:
+    env = dict(os.environ)
+    # Big blocks come from mmap and go back on free, so the peak RSS follows the live
+    # tensors rather than how much heap glibc chose to keep around.
+    env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(metrics.__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, str(MEMORY_BATCH)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    one, batch = (float(x) for x in done.stdout.split())
+    assert one <= MEMORY_PER_FRAME_MIB, f"one 2160p frame took {one:.0f} MiB"
+    assert batch - one <= MEMORY_BATCH_SLACK_MIB, (
+        f"{MEMORY_BATCH} frames took {batch:.0f} MiB, one took {one:.0f} MiB"
+    )
 
 
 def test_peak_follows_bit_depth() -> None:

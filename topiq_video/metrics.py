@@ -2,7 +2,9 @@
 
 Both functions take batches of luma planes as ``(N, H, W)`` float tensors holding integer code
 values at their native bit depth (0..255 for 8-bit, 0..1023 for 10-bit) and return one value per
-frame, computed in torch on the tensors' own device.
+frame, computed in torch on the tensors' own device. They work through the batch about
+``WORK_PIXELS`` samples at a time (whole small frames, or strips of large ones), in exact integer
+arithmetic, so their working memory does not grow with the batch size.
 
 ``psnr_y`` follows FFmpeg's ``psnr`` filter: MSE over the whole plane, peak ``2**bit_depth - 1``
 (1023 for 10-bit, not 255 * 4), and ``+inf`` for identical planes.
@@ -35,6 +37,12 @@ SSIM_K2 = 0.03
 SSIM_BLOCK = 4
 """Side of the blocks whose sums SSIM windows are built from; a window is 2x2 blocks."""
 
+WORK_PIXELS = 1 << 20
+"""Samples per plane that psnr_y/ssim_y process at once (several small frames, or a strip of a
+large one): bounds their working memory to a few tens of MB whatever the batch size."""
+
+# Largest code magnitude whose doubled square still fits int32: (2 * 23170) ** 2 < 2**31.
+_INT32_SAFE_CODE = 23170
 _SSIM_WINDOW_PIXELS = (2 * SSIM_BLOCK) ** 2  # 64 samples in one 8x8 window
 _SSIM_MIN_SIDE = 2 * SSIM_BLOCK  # a plane needs at least one whole 8x8 window
 
@@ -101,11 +109,37 @@ def _check_pair(dist_y: torch.Tensor, ref_y: torch.Tensor, bit_depth: int) -> No
         )
 
 
-def _to_codes(plane: torch.Tensor) -> torch.Tensor:
-    """Integer code values as int64, so sums are exact like FFmpeg's integer arithmetic."""
+def _codes_dtype(dist_y: torch.Tensor, ref_y: torch.Tensor) -> torch.dtype:
+    """The narrowest integer type the metrics can work in without overflow.
+
+    int32 holds every product the pixel-level steps make (a difference squared, a sum of two
+    squares) while codes stay within +-_INT32_SAFE_CODE, which covers 8- to 14-bit planes;
+    anything else (16-bit, out-of-range or non-finite values) takes int64. Block and window
+    sums are always int64.
+    """
+    if not dist_y.is_floating_point() or not ref_y.is_floating_point():
+        small = (torch.uint8, torch.int8)
+        return torch.int32 if dist_y.dtype in small and ref_y.dtype in small else torch.int64
+    extremes = torch.stack([*torch.aminmax(dist_y), *torch.aminmax(ref_y)])
+    biggest = float(extremes.abs().max())  # NaN fails the test below and takes int64
+    return torch.int32 if math.ceil(biggest) <= _INT32_SAFE_CODE else torch.int64
+
+
+def _to_codes(plane: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Integer code values in a fresh tensor (callers update it in place), as FFmpeg's ints."""
     if plane.is_floating_point():
-        plane = torch.round(plane)
-    return plane.to(torch.int64)
+        return torch.round(plane).to(dtype)
+    return plane.to(dtype, copy=True)
+
+
+def _steps(n: int, h: int, w: int, row_multiple: int) -> tuple[int, int]:
+    """(frames, rows) to process at once so that one step covers about WORK_PIXELS samples:
+    several whole frames when a frame fits, else one frame in strips of ``rows`` rows
+    (a multiple of ``row_multiple``)."""
+    if h * w <= WORK_PIXELS:
+        return max(1, min(n, WORK_PIXELS // (h * w))), h
+    rows = WORK_PIXELS // w // row_multiple * row_multiple
+    return 1, max(row_multiple, rows)
 
 
 def psnr_y(dist_y: torch.Tensor, ref_y: torch.Tensor, bit_depth: int) -> torch.Tensor:
@@ -113,6 +147,7 @@ def psnr_y(dist_y: torch.Tensor, ref_y: torch.Tensor, bit_depth: int) -> torch.T
 
     Inputs are rounded to integer code values. Identical planes give ``+inf``.
     Returns a float64 tensor of shape (N,) (float32 on MPS) on the inputs' device.
+    Works on about WORK_PIXELS samples at a time, whatever N.
     """
     _check_pair(dist_y, ref_y, bit_depth)
     n, h, w = dist_y.shape
@@ -121,19 +156,28 @@ def psnr_y(dist_y: torch.Tensor, ref_y: torch.Tensor, bit_depth: int) -> torch.T
         return torch.empty(0, dtype=out_dtype, device=dist_y.device)
     if h == 0 or w == 0:
         raise InvalidInputError(f"luma planes must not be empty; got shape {tuple(dist_y.shape)}")
-    diff = _to_codes(dist_y) - _to_codes(ref_y)
-    sse = (diff * diff).sum(dim=(1, 2))  # exact in int64 for any realistic frame size
+    sse = torch.zeros(n, dtype=torch.int64, device=dist_y.device)
+    step_frames, step_rows = _steps(n, h, w, 1)
+    for f0 in range(0, n, step_frames):
+        frames = slice(f0, f0 + step_frames)
+        for r0 in range(0, h, step_rows):
+            dist, ref = dist_y[frames, r0 : r0 + step_rows], ref_y[frames, r0 : r0 + step_rows]
+            codes = _codes_dtype(dist, ref)
+            diff = _to_codes(dist, codes).sub_(_to_codes(ref, codes))
+            # Integer sums are exact, so splitting the plane cannot change the result.
+            sse[frames] += diff.mul_(diff).sum(dim=(1, 2), dtype=torch.int64)
     mse = sse.to(out_dtype) / float(h * w)
     peak = float((1 << bit_depth) - 1)
     # log10(peak^2 / 0) is +inf, which is what FFmpeg reports for identical frames.
     return 10.0 * torch.log10((peak * peak) / mse)
 
 
-def _block_sums(plane: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """Sum each SSIM_BLOCK x SSIM_BLOCK block of an (N, H, W) int64 tensor -> (N, rows, cols)."""
-    n = plane.shape[0]
-    cropped = plane[:, : rows * SSIM_BLOCK, : cols * SSIM_BLOCK]
-    return cropped.reshape(n, rows, SSIM_BLOCK, cols, SSIM_BLOCK).sum(dim=(2, 4))
+def _block_sums(plane: torch.Tensor) -> torch.Tensor:
+    """Sum each SSIM_BLOCK x SSIM_BLOCK block of a (N, H, W) tensor whose sides are whole
+    blocks -> (N, H/4, W/4) int64."""
+    n, h, w = plane.shape
+    blocks = plane.reshape(n, h // SSIM_BLOCK, SSIM_BLOCK, w // SSIM_BLOCK, SSIM_BLOCK)
+    return blocks.sum(dim=(2, 4), dtype=torch.int64)
 
 
 def _window_sums(blocks: torch.Tensor) -> torch.Tensor:
@@ -141,11 +185,35 @@ def _window_sums(blocks: torch.Tensor) -> torch.Tensor:
     return blocks[:, :-1, :-1] + blocks[:, :-1, 1:] + blocks[:, 1:, :-1] + blocks[:, 1:, 1:]
 
 
+def _ssim_windows(dist: torch.Tensor, ref: torch.Tensor, c1: int, c2: int) -> torch.Tensor:
+    """Per-window SSIM (float32) of (N, H, W) planes whose sides are whole blocks."""
+    codes = _codes_dtype(dist, ref)
+    a = _to_codes(dist, codes)
+    b = _to_codes(ref, codes)
+    # Window sums of a, b, a*b and a^2 + b^2, all exact integers as in FFmpeg; the squares
+    # are made in place so that at most three plane-sized integer tensors are alive.
+    s1 = _window_sums(_block_sums(a))
+    s2 = _window_sums(_block_sums(b))
+    s12 = _window_sums(_block_sums(a * b))
+    ss = _window_sums(_block_sums(a.mul_(a).add_(b.mul_(b))))
+    del a, b
+
+    vars_ = ss * _SSIM_WINDOW_PIXELS - s1 * s1 - s2 * s2
+    covar = s12 * _SSIM_WINDOW_PIXELS - s1 * s2
+    # FFmpeg converts each of the four integer factors to single precision before combining
+    # them; doing the same keeps rounding identical for high-bit-depth sums.
+    f32 = torch.float32
+    num = (2 * s1 * s2 + c1).to(f32) * (2 * covar + c2).to(f32)
+    den = (s1 * s1 + s2 * s2 + c1).to(f32) * (vars_ + c2).to(f32)
+    return num / den
+
+
 def ssim_y(dist_y: torch.Tensor, ref_y: torch.Tensor, bit_depth: int) -> torch.Tensor:
     """Per-frame luma SSIM, as FFmpeg's ``ssim`` filter reports in ``lavfi.ssim.Y``.
 
     Inputs are rounded to integer code values; planes must be at least 8x8.
     Returns a float64 tensor of shape (N,) (float32 on MPS) on the inputs' device.
+    Works on about WORK_PIXELS samples at a time, whatever N (large frames in strips).
     """
     _check_pair(dist_y, ref_y, bit_depth)
     n, h, w = dist_y.shape
@@ -157,16 +225,6 @@ def ssim_y(dist_y: torch.Tensor, ref_y: torch.Tensor, bit_depth: int) -> torch.T
             f"ssim_y needs luma planes of at least {_SSIM_MIN_SIDE}x{_SSIM_MIN_SIDE}; "
             f"got {h}x{w} (use a larger frame or psnr_y)"
         )
-    a = _to_codes(dist_y)
-    b = _to_codes(ref_y)
-    rows, cols = h // SSIM_BLOCK, w // SSIM_BLOCK
-
-    # Window sums of a, b, a^2 + b^2 and a*b, all exact integers as in FFmpeg.
-    s1 = _window_sums(_block_sums(a, rows, cols))
-    s2 = _window_sums(_block_sums(b, rows, cols))
-    ss = _window_sums(_block_sums(a * a + b * b, rows, cols))
-    s12 = _window_sums(_block_sums(a * b, rows, cols))
-
     peak = (1 << bit_depth) - 1
     # FFmpeg rounds the constants to integers scaled for sums over 64 samples (c2 also by 63,
     # its unbiased-variance factor); int() of value + 0.5 mirrors its C cast.
@@ -174,16 +232,29 @@ def ssim_y(dist_y: torch.Tensor, ref_y: torch.Tensor, bit_depth: int) -> torch.T
     c2 = int(
         SSIM_K2 * SSIM_K2 * peak * peak * _SSIM_WINDOW_PIXELS * (_SSIM_WINDOW_PIXELS - 1) + 0.5
     )
-    vars_ = ss * _SSIM_WINDOW_PIXELS - s1 * s1 - s2 * s2
-    covar = s12 * _SSIM_WINDOW_PIXELS - s1 * s2
-
-    # FFmpeg converts each of the four integer factors to single precision before combining
-    # them; doing the same keeps rounding identical for high-bit-depth sums.
-    f32 = torch.float32
-    num = (2 * s1 * s2 + c1).to(f32) * (2 * covar + c2).to(f32)
-    den = (s1 * s1 + s2 * s2 + c1).to(f32) * (vars_ + c2).to(f32)
-    per_window = num / den
-    return per_window.to(out_dtype).mean(dim=(1, 2))
+    # Trailing rows/columns that do not fill a block are ignored, as FFmpeg does.
+    blocks_h, blocks_w = h // SSIM_BLOCK, w // SSIM_BLOCK
+    used_w = blocks_w * SSIM_BLOCK
+    step_frames, step_rows = _steps(n, blocks_h * SSIM_BLOCK, used_w, SSIM_BLOCK)
+    # A strip of B block rows gives B - 1 window rows; the next strip starts one block row
+    # before this one ends, the overlap that FFmpeg's stride-4 windows need.
+    step_windows = max(1, step_rows // SSIM_BLOCK - 1)
+    out = torch.empty(n, dtype=out_dtype, device=dist_y.device)
+    for f0 in range(0, n, step_frames):
+        frames = slice(f0, f0 + step_frames)
+        count = len(range(n)[frames])
+        windows = torch.empty(
+            (count, blocks_h - 1, blocks_w - 1), dtype=torch.float32, device=dist_y.device
+        )
+        for r0 in range(0, blocks_h - 1, step_windows):
+            r1 = min(blocks_h - 1, r0 + step_windows)
+            pixels = slice(r0 * SSIM_BLOCK, (r1 + 1) * SSIM_BLOCK)
+            windows[:, r0:r1] = _ssim_windows(
+                dist_y[frames, pixels, :used_w], ref_y[frames, pixels, :used_w], c1, c2
+            )
+        # The frame score is the plain mean over all its windows, in double like FFmpeg.
+        out[frames] = windows.to(out_dtype).mean(dim=(1, 2))
+    return out
 
 
 _METRIC_FUNCS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {

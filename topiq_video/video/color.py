@@ -19,8 +19,14 @@ DEFAULT_THUMBNAIL_SIZE = (36, 64)  # (height, width) of luma thumbnails
 
 # (Kr, Kb) luma coefficients of the non-constant-luminance matrices.
 _KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}
-# RGB frames have no Y plane; derive one with BT.709 weights for luma-only metrics.
-_RGB_LUMA_MATRIX = "bt709"
+# RGB frames have no Y plane; without a partner's matrix to copy, derive an 8-bit
+# limited-range one with BT.709 weights for luma-only metrics.
+RGB_LUMA_MATRIX = "bt709"
+RGB_LUMA_RANGE = "limited"
+# Partner matrices that carry no YUV weights to copy: an RGB partner (both sides then use the
+# defaults alike) and a gray one (its weights are unknown; only its range is honoured).
+_NO_WEIGHTS = ("rgb", "gray")
+_RANGES = ("limited", "full")
 
 
 def _check_uniform(frames: Sequence[VideoFrame]) -> VideoFrame:
@@ -142,20 +148,54 @@ def frames_to_rgb(
     return torch.stack([r, g, b], dim=1).clamp_(0.0, 1.0)
 
 
+def _rgb_luma_params(rgb_matrix: str | None, rgb_range: str | None) -> tuple[str, str]:
+    """The (matrix, range) to derive an RGB frame's Y with, from a partner's tags."""
+    if rgb_matrix is not None and rgb_matrix not in _KR_KB and rgb_matrix not in _NO_WEIGHTS:
+        raise InvalidInputError(
+            f"rgb_matrix must be one of {sorted(_KR_KB) + list(_NO_WEIGHTS)} or None; "
+            f"got {rgb_matrix!r} (pass the other input's ColorInfo.matrix)"
+        )
+    if rgb_range is not None and rgb_range not in _RANGES:
+        raise InvalidInputError(
+            f"rgb_range must be one of {list(_RANGES)} or None; got {rgb_range!r} "
+            "(pass the other input's ColorInfo.range)"
+        )
+    if rgb_matrix is None or rgb_matrix == "rgb":
+        return RGB_LUMA_MATRIX, RGB_LUMA_RANGE
+    matrix = rgb_matrix if rgb_matrix in _KR_KB else RGB_LUMA_MATRIX
+    return matrix, rgb_range or RGB_LUMA_RANGE
+
+
+def _rgb_luma(
+    frames: Sequence[VideoFrame], device: torch.device, matrix: str, full_range: bool
+) -> torch.Tensor:
+    """(N, H, W) float32 8-bit Y code values of packed RGB frames, unrounded."""
+    rgb = _upload([f.planes[0] for f in frames], device).to(torch.float32) / 255.0
+    kr, kb = _KR_KB[matrix]
+    luma = kr * rgb[..., 0] + (1.0 - kr - kb) * rgb[..., 1] + kb * rgb[..., 2]
+    return 255.0 * luma if full_range else 16.0 + 219.0 * luma
+
+
 def frames_to_luma(
-    frames: Sequence[VideoFrame], device: torch.device | str = "cpu"
+    frames: Sequence[VideoFrame],
+    device: torch.device | str = "cpu",
+    *,
+    rgb_matrix: str | None = None,
+    rgb_range: str | None = None,
 ) -> torch.Tensor:
     """(N, H, W) float32 Y code values at native bit depth (for PSNR/SSIM on luma).
 
-    RGB frames get 8-bit limited-range BT.709 Y computed from their RGB values.
+    RGB frames get 8-bit Y computed from their RGB values. To compare them with a YUV
+    input, pass that input's ``ColorInfo.matrix`` and ``.range`` as ``rgb_matrix`` and
+    ``rgb_range`` so both Y planes come from the same matrix; the default (None, or an
+    "rgb" partner) is limited-range BT.709. A "gray" partner lends only its range.
+    The arguments are ignored for YUV and gray frames, whose Y plane is returned as is.
     """
     first = _check_uniform(frames)
     device = torch.device(device)
+    matrix, rng = _rgb_luma_params(rgb_matrix, rgb_range)
     if first.planes[0].ndim == 3:
-        rgb = _upload([f.planes[0] for f in frames], device).to(torch.float32) / 255.0
-        kr, kb = _KR_KB[_RGB_LUMA_MATRIX]
-        luma = kr * rgb[..., 0] + (1.0 - kr - kb) * rgb[..., 1] + kb * rgb[..., 2]
-        return 16.0 + 219.0 * luma
+        return _rgb_luma(frames, device, matrix, rng == "full")
     return _plane_batch(frames, 0, device, torch.float32)
 
 
@@ -163,15 +203,19 @@ def luma_thumbnails(
     frames: Sequence[VideoFrame],
     size: tuple[int, int] = DEFAULT_THUMBNAIL_SIZE,
     device: torch.device | str = "cpu",
+    *,
+    rgb_matrix: str | None = None,
+    rgb_range: str | None = None,
 ) -> torch.Tensor:
     """(N, h, w) small luma pictures in [0, 1] (area-averaged) for alignment and cuts.
 
-    ``size`` is (height, width).
+    ``size`` is (height, width). ``rgb_matrix``/``rgb_range``: as in :func:`frames_to_luma`.
     """
     first = _check_uniform(frames)
-    y = frames_to_luma(frames, device)
+    y = frames_to_luma(frames, device, rgb_matrix=rgb_matrix, rgb_range=rgb_range)
     if first.planes[0].ndim == 3:
-        y = (y - 16.0) / 219.0
+        _, rng = _rgb_luma_params(rgb_matrix, rgb_range)
+        y = _normalise_luma(y, 8, rng == "full")
     else:
         y = _normalise_luma(y, first.color.bit_depth, first.color.range == "full")
     thumbs = F.interpolate(y.unsqueeze(1), size=size, mode="area").squeeze(1)
