@@ -143,6 +143,7 @@ def make_clip(
     metadata: dict[str, str] | None = None,
     seed: int = DEFAULT_SEED,
     gop: int | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Encode a synthetic clip and return its path.
 
@@ -156,6 +157,7 @@ def make_clip(
     ``rotation``: display-matrix rotation in degrees (counter-clockwise, as PyAV reads back).
     ``gop``: fixed keyframe interval in frames (libx264: no scene-cut keyframes either);
     None keeps the encoder's default.
+    ``container_options``: muxer options, e.g. ``{"movflags": "faststart"}``.
     """
     path = Path(path)
     fps = Fraction(fps)
@@ -170,7 +172,7 @@ def make_clip(
         render_factor=render_factor,
         seed=seed,
     )
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options=container_options or {}) as out:
         if metadata:
             out.metadata.update(metadata)
         stream = out.add_stream(codec, rate=fps)

@@ -13,7 +13,7 @@ import av
 import media
 import numpy as np
 import pytest
-from net import closed_port
+from net import RangeServer, closed_port
 
 from topiq_video.errors import InvalidInputError, VideoError
 from topiq_video.video import reader as decode
@@ -436,58 +436,15 @@ def test_live_is_protocol_or_no_duration():
     assert not sources.is_live_scheme("ftp://h/v.mp4") and not sources.is_live_scheme("v.mp4")
 
 
-class _RangeHandler:
-    """A minimal HTTP/1.1 file server with byte ranges (what FFmpeg's http client uses)."""
-
-    def __init__(self, data: bytes) -> None:
-        payload = data
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                rng = self.headers.get("Range")
-                start, end = 0, len(payload) - 1
-                if rng and rng.startswith("bytes="):
-                    a, _, b = rng[6:].partition("-")
-                    start = int(a or 0)
-                    end = int(b) if b else end
-                body = payload[start : end + 1]
-                self.send_response(206 if rng else 200)
-                self.send_header("Content-Type", "video/mp4")
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Length", str(len(body)))
-                if rng:
-                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(payload)}")
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_http_file_with_duration_is_not_live_and_takes_start(clips, caplog):
     # MKV: served MP4 loses its first packet to FFmpeg's mov demuxer over this server.
-    with _RangeHandler(clips["long_mkv"].read_bytes()) as srv:
+    with RangeServer(clips["long_mkv"].read_bytes()) as srv:
         url = f"http://user:secret@127.0.0.1:{srv.port}/clip.mkv?token=abc"
         info = probe(url)
         assert not info.is_live and info.duration == pytest.approx(100 / 25, abs=0.05)
         frames, _ = _decode_all(url, start=1.0)
     assert frames[0].index == 25 and len(frames) == 75
-    with _RangeHandler(b"\0" * 1000) as srv:
+    with RangeServer(b"\0" * 1000) as srv:
         url = f"http://user:secret@127.0.0.1:{srv.port}/x.mp4?token=abc"
         with pytest.raises(VideoError) as err:
             probe(url, timeout=3)
@@ -506,7 +463,7 @@ def test_empty_decode_names_the_first_error(tmp_path):
 
 def test_truncation_warning_hides_url_secrets(tmp_path, clips, caplog):
     cut = media.make_truncated_copy(clips["long_mkv"], tmp_path / "cut.mkv")
-    with _RangeHandler(cut.read_bytes()) as srv:
+    with RangeServer(cut.read_bytes()) as srv:
         url = f"http://u:hunter2@127.0.0.1:{srv.port}/cut.mkv?key=k9"
         with caplog.at_level(logging.WARNING, logger="topiq_video.video.reader"):
             frames, reader = _decode_all(url)

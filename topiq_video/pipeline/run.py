@@ -595,10 +595,18 @@ class ScoringRun:
         luma_metrics = [m for m in self.metrics if m in METRICS]
         if luma_metrics and has_ref:
             ref_depth = ref[0].color.bit_depth
-            dist_y = _resize_luma(
-                frames_to_luma(dist, self.device), target, dist[0].color.bit_depth, ref_depth
+            # An RGB side (a PNG reference) derives its luma as the other side's matrix
+            # and range did, or the two lumas differ by the matrices alone.
+            dist_color, ref_color = dist[0].color, ref[0].color
+            dist_luma = frames_to_luma(
+                dist, self.device, rgb_matrix=ref_color.matrix, rgb_range=ref_color.range
             )
-            ref_y = _resize_luma(frames_to_luma(ref, self.device), target, ref_depth, ref_depth)
+            ref_luma = frames_to_luma(
+                ref, self.device, rgb_matrix=dist_color.matrix, rgb_range=dist_color.range
+            )
+            dist_y = _resize_luma(dist_luma, target, dist_color.bit_depth, ref_depth)
+            ref_y = _resize_luma(ref_luma, target, ref_depth, ref_depth)
+            del dist_luma, ref_luma
             for name in luma_metrics:
                 values = compute_metric(name, dist_y, ref_y, ref_depth)
                 columns[name] = values.double().cpu().numpy()

@@ -214,7 +214,10 @@ def timestamps_vary(pts: list[int]) -> bool | None:
     if gaps is None:
         return None
     typical = float(np.median(gaps))
-    off = np.abs(gaps - typical) > VFR_GAP_TOLERANCE * typical
+    # Whole multiples of the typical gap are frames missing from a constant-rate stream
+    # (drops, damage), not a variable rate.
+    steps = np.maximum(np.round(gaps / typical), 1.0)
+    off = np.abs(gaps - steps * typical) > VFR_GAP_TOLERANCE * typical
     return bool(off.mean() > VFR_FRACTION)
 
 

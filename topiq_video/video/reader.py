@@ -235,7 +235,8 @@ class PyAVSource:
         self._timeout = float(timeout)
         self._thumbnails = thumbnails
         self._max_pixels = max_pixels
-        self._container = open_container(source, timeout=timeout)
+        self._stop = threading.Event()
+        self._container = open_container(source, timeout=timeout, stop=self._stop)
         try:
             self._info = describe(self._container, source)
             self._stream = self._container.streams.video[0]
@@ -248,7 +249,6 @@ class PyAVSource:
         self._stream.thread_type = "AUTO"
         self._blocking = scheme_of(source) in _BLOCKING_SCHEMES
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._container_closed = False
         self._closed = False
@@ -341,6 +341,8 @@ class PyAVSource:
             try:
                 return self._queue.get(timeout=0.5)
             except queue.Empty:
+                if self._closed:
+                    return _END  # closed from another thread: the iteration just ends
                 thread = self._thread
                 if thread is None or not thread.is_alive():
                     # The thread always ends with a last item; this only guards a crash.
@@ -462,7 +464,9 @@ class PyAVSource:
                 packet = next(packets)
             except StopIteration:
                 if live and not self._stop.is_set() and not self._reached_end:
-                    self._stats.connection_lost = "the stream ended"
+                    self._stats.connection_lost = (
+                        f"the stream ended, or sent nothing for {self._timeout:g} s"
+                    )
                 return
             except (av.error.FFmpegError, OSError) as exc:
                 message = scrub(str(exc), self.source)

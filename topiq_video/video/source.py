@@ -11,13 +11,18 @@ decoder, e.g. frames made in memory by a test.
 from __future__ import annotations
 
 import errno
+import io
+import os
 import re
+import select
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 
@@ -198,13 +203,56 @@ def _network_failure(exc: BaseException, src: str, timeout: float) -> VideoError
     )
 
 
+class PipeReader(io.RawIOBase):
+    """A pipe read with a timeout and a stop flag: FFmpeg's own pipe reads block in the
+    kernel until data comes, so a stalled writer would hang the decoder for ever. Reads
+    that wait longer than ``timeout`` (or are stopped) end the stream instead."""
+
+    def __init__(self, fd: int, timeout: float, stop: threading.Event | None) -> None:
+        super().__init__()
+        self.fd = fd
+        self.timeout = timeout
+        self.stop = stop or threading.Event()
+        self.stalled = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        deadline = time.monotonic() + self.timeout
+        while not self.stop.is_set():
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:
+                data = os.read(self.fd, len(buffer))
+                buffer[: len(data)] = data
+                return len(data)
+            if time.monotonic() > deadline:
+                self.stalled = True
+                return 0
+        return 0
+
+
+def _pipe_fd(src: str) -> int:
+    rest = src.split(":", 1)[1]
+    if not rest:
+        return 0
+    try:
+        return int(rest)
+    except ValueError as exc:
+        raise VideoError(f"{src!r}: a pipe is 'pipe:' (standard input) or 'pipe:N'.") from exc
+
+
 def open_container(
-    source: str | Path, *, timeout: float = DEFAULT_OPEN_TIMEOUT
+    source: str | Path,
+    *,
+    timeout: float = DEFAULT_OPEN_TIMEOUT,
+    stop: threading.Event | None = None,
 ) -> av.container.InputContainer:
     """Open ``source`` with PyAV for reading, with errors that say what to fix.
 
     Container tags that are not valid UTF-8 (older muxers) are decoded with replacement
-    characters instead of failing. Network and pipe sources get open and read timeouts.
+    characters instead of failing. Network and pipe sources get open and read timeouts;
+    setting ``stop`` ends a pipe's blocked read.
     """
     import av
     import av.error
@@ -215,6 +263,15 @@ def open_container(
     kwargs: dict = {"metadata_errors": "replace"}
     if scheme in _BLOCKING_SCHEMES:
         kwargs["timeout"] = (timeout, timeout)
+    if scheme == "pipe":
+        reader = PipeReader(_pipe_fd(src), timeout, stop)
+        try:
+            return av.open(reader, mode="r", metadata_errors="replace")
+        except (av.error.FFmpegError, OSError) as exc:
+            reason = "no data came" if reader.stalled else scrub(str(exc), src)
+            raise VideoError(
+                f"Could not read a video from {safe!r} ({reason}). Check what writes to it."
+            ) from exc
     if is_network_source(source):
         micro = str(int(timeout * 1_000_000))
         # rw_timeout bounds every protocol's reads; rtsp and udp/http also take "timeout"
