@@ -479,9 +479,9 @@ def _safe_relative(name: str) -> Path:
 
 @lru_cache(maxsize=1)
 def _adapter() -> Any:
-    from pydantic import ConfigDict, TypeAdapter
+    from pydantic import TypeAdapter
 
-    return TypeAdapter(Report, config=ConfigDict(ser_json_inf_nan="null"))
+    return TypeAdapter(Report)
 
 
 def report_to_jsonable(report: Report) -> dict[str, Any]:
