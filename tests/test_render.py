@@ -390,6 +390,12 @@ def test_saved_result_renders_the_same(tmp_path):
     assert [p.name for p in page.parent.iterdir() if p.name.startswith(".")] == []
 
 
+def test_undecodable_file_name_is_written(tmp_path):
+    result = make_result(dist_path="/videos/caf\udce9.mp4")  # a Latin-1 byte in a name
+    page = write_html(result, tmp_path / "report.html").read_text("utf-8")
+    assert "caf\ufffd.mp4" in Page(page).text
+
+
 def test_missing_picture_is_said_not_linked():
     result = make_result(gallery=1)
     name = result.report.gallery[0].dist_image

@@ -82,6 +82,12 @@ INTERRUPTION_LABELS = {
     "terminated": "terminated",
     "connection_lost": "connection lost",
 }
+SCENE_SOURCES = {
+    "reference": "cuts found in the reference",
+    "input": "cuts found in the input",
+    "file": "cuts imported from a cut list",
+    "none": "no scene detection: the whole video is one scene",
+}
 _STAT_ROWS = (
     ("p1", "1 % low"),
     ("p5", "5 % low"),
@@ -635,7 +641,7 @@ def _run(report: Report) -> dict[str, Any]:
         ("topiq-video", run.tool_version),
         ("created", run.created),
         ("took", f"{fmt_num(run.duration_s)} s" if run.duration_s is not None else "—"),
-        ("scenes from", report.scene_source),
+        ("scenes", SCENE_SOURCES.get(report.scene_source, report.scene_source)),
     ]
     options = json.dumps(dataclasses.asdict(run.options), indent=1, ensure_ascii=False, default=str)
     command = shlex.join(run.command) if run.command else None
@@ -755,7 +761,7 @@ def render_html(result: ScoreResult) -> str:
         and any(t.get("name") == "scene-change score" for t in timeline.data),
         "scene_metrics": scored,
         "scene_rows": _scene_rows(report, scored),
-        "scene_source": report.scene_source,
+        "scene_source": SCENE_SOURCES.get(report.scene_source, report.scene_source),
         "distributions": distributions,
         "gallery": gallery,
         "has_diff": any(g.diff_image for g in report.gallery),
