@@ -239,7 +239,7 @@ def timeline_figure(result: ScoreResult) -> Figure | None:
                 "x": times[rows_drawn].tolist(),
                 "y": _values(values[rows_drawn]),
                 "customdata": frame_no[rows_drawn].tolist(),
-                "name": m.name,
+                "name": _label(m.name),
                 "line": {"color": colors[m.name], "width": 1.4},
                 "marker": {"size": 3},
                 "xaxis": f"x{ax}",
@@ -257,7 +257,7 @@ def timeline_figure(result: ScoreResult) -> Figure | None:
                     "x": [w.time for w in rings],
                     "y": [w.value for w in rings],
                     "customdata": [w.frame for w in rings],
-                    "name": f"worst {m.name}",
+                    "name": f"worst {_label(m.name)}",
                     "marker": {
                         "color": WORST_COLOR,
                         "size": 8,
@@ -270,10 +270,9 @@ def timeline_figure(result: ScoreResult) -> Figure | None:
                     "%{x:.3f} s · %{y:.4g}<extra></extra>",
                 }
             )
-        for mask, color in (
-            (np.isposinf(values), POSINF_COLOR),
-            (~finite & ~np.isposinf(values), NOSCORE_COLOR),
-        ):
+        posinf_mask = np.isposinf(values)
+        noscore_mask = ~finite & ~posinf_mask
+        for mask, color in ((posinf_mask, POSINF_COLOR), (noscore_mask, NOSCORE_COLOR)):
             for x0, x1 in _strips(mask, times, step) if mask.any() else ():
                 shapes.append(
                     {
@@ -289,10 +288,7 @@ def timeline_figure(result: ScoreResult) -> Figure | None:
                         "layer": "above",
                     }
                 )
-        posinf, other = (
-            int(np.isposinf(values).sum()),
-            int((~finite).sum() - np.isposinf(values).sum()),
-        )
+        posinf, other = int(posinf_mask.sum()), int(noscore_mask.sum())
         if posinf or other:
             parts = []
             if posinf:
