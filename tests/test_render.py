@@ -173,7 +173,7 @@ def test_page_requests_nothing(evil):
     policy = {p.split()[0]: p.split()[1:] for p in csp[0].split("; ")}
     assert policy["default-src"] == ["'none'"]
     assert policy["connect-src"] == ["'none'"]
-    assert policy["img-src"] == ["data:"]
+    assert policy["img-src"] == ["data:", "blob:"]  # blob: plotly's PNG export, local only
     assert all("http" not in v and "*" not in v for values in policy.values() for v in values)
     urls = [v for _, a in page.tags for k, v in a.items() if k in URL_ATTRS]
     assert any(u.startswith("data:image/jpeg;base64,") for u in urls)

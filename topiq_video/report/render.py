@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-    "img-src data:; font-src data:; connect-src 'none'; media-src 'none'; "
+    "img-src data: blob:; font-src data:; connect-src 'none'; media-src 'none'; "
     "object-src 'none'; frame-src 'none'; worker-src 'none'; base-uri 'none'; "
     "form-action 'none'"
 )
