@@ -54,9 +54,7 @@ class RangeServer:
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(body)
-                    server_state.bytes_sent[path] = server_state.bytes_sent.get(path, 0) + len(
-                        body
-                    )
+                    server_state.bytes_sent[path] = server_state.bytes_sent.get(path, 0) + len(body)
 
             def log_message(self, *args):
                 pass

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 from ffmpeg_ref import ffmpeg_psnr_y, ffmpeg_ssim_y
+from topiq_video.video.decode import open_video
 
 from topiq_video import pipeline
 from topiq_video.errors import InvalidInputError
 from topiq_video.pipeline.run import FrameSelection, ScoreOptions, ScoringRun, score_video
 from topiq_video.video.color import frames_to_rgb
-from topiq_video.video.decode import open_video
 
 LUMA = "psnr_y,ssim_y"
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from net import RangeServer
 
-from topiq_video.errors import InvalidInputError, VideoError
+from topiq_video.errors import InvalidInputError
 from topiq_video.pipeline.collect import score_video
 from topiq_video.video.probe import probe
 from topiq_video.video.reader import open_video

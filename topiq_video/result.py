@@ -279,6 +279,13 @@ class Interruption:
     frames_expected: int | None = None
 
 
+DIFF_GAIN = 4
+DIFF_CAPTION = (
+    f"|encode − reference| × {DIFF_GAIN}, mean over RGB, shown with the inferno colour map "
+    "(black = identical, yellow = large difference)"
+)
+
+
 @dataclass(frozen=True)
 class GalleryEntry:
     """A worst frame captured during the pass. Image fields name JPEG files relative to the

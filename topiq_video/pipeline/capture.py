@@ -22,15 +22,10 @@ import torch.nn.functional as F
 
 from topiq_video.pipeline.options import GALLERY_SPACING_S
 from topiq_video.pooling import pick_worst
-from topiq_video.result import GALLERY_DIR, GalleryEntry, nonfinite_flag
+from topiq_video.result import DIFF_GAIN, GALLERY_DIR, GalleryEntry, nonfinite_flag
 
 GALLERY_MAX_WIDTH = 640
 JPEG_QUALITY = 85
-DIFF_GAIN = 4
-DIFF_CAPTION = (
-    f"|encode − reference| × {DIFF_GAIN}, mean over RGB, shown with the inferno colour map "
-    "(black = identical, yellow = large difference)"
-)
 POOL_FACTOR = 4  # candidates kept per picture shown
 MIN_POOL = 8
 

@@ -42,7 +42,7 @@ from topiq_video.report.figures import (
     search_figure,
     timeline_figure,
 )
-from topiq_video.report.gallery import DIFF_CAPTION, DIFF_GAIN
+from topiq_video.result import DIFF_CAPTION, DIFF_GAIN
 
 if TYPE_CHECKING:
     from topiq_video.result import (
