@@ -14,8 +14,8 @@ from browser import Browser, browser_available
 from click.testing import CliRunner
 
 from topiq_video.cli import cli
-from topiq_video.report import load_schema
 from topiq_video.report.build import default_report_dir
+from topiq_video.result import shipped_schema as load_schema
 
 EVIL = "<script>alert(1)</script>"
 STATS = ("mean", "harmonic_mean", "min", "p1", "p5", "p10", "median", "max", "std")
@@ -66,12 +66,19 @@ def _recompute(values: np.ndarray) -> dict[str, float | None]:
 
 def test_report_files_and_schema(fr_report):
     out, output = fr_report
-    assert {p.name for p in out.iterdir()} >= {"report.html", "report.json", "frames.csv"}
+    names = {p.name for p in out.iterdir()}
+    assert names >= {"report.html", "report.json", "frames.csv", "frames.parquet", "gallery"}
     doc = json.loads((out / "report.json").read_text())
     jsonschema.validate(doc, load_schema())
-    assert doc["schema"] == "topiq-video/report@1"
+    assert doc["schema"] == "topiq-video/report@2"
     assert doc["alignment"]["offset_frames"] == 3
-    assert doc["model"] is None  # PSNR/SSIM only: no weights involved
+    assert doc["models"] == []  # PSNR/SSIM only: no weights involved
+    assert doc["frames"] == {
+        "file": "frames.parquet",
+        "count": 57,
+        "columns": ["frame", "time", "ref_frame", "ref_time", "scene", "scene_score"]
+        + ["psnr_y", "ssim_y"],
+    }
     assert "psnr_y" in output and "ssim_y" in output  # the printed summary table
 
 
@@ -79,7 +86,8 @@ def test_report_numbers_equal_recomputation_from_frames_csv(fr_report):
     out, _ = fr_report
     doc = json.loads((out / "report.json").read_text())
     frames = pd.read_csv(out / "frames.csv")
-    assert len(frames) == len(doc["frames"]) == 57
+    assert frames.equals(pd.read_parquet(out / "frames.parquet").astype(frames.dtypes.to_dict()))
+    assert len(frames) == doc["frames"]["count"] == 57
     for metric in ("psnr_y", "ssim_y"):
         expected = _recompute(frames[metric].to_numpy())
         summary = doc["summary"][metric]
@@ -91,7 +99,7 @@ def test_report_numbers_equal_recomputation_from_frames_csv(fr_report):
                 assert summary[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12)
         for scene in doc["scenes"]:
             rows = frames[frames["scene"] == scene["index"]]
-            assert scene["stats"][metric]["count"] == len(rows)
+            assert scene["stats"][metric]["count"] == len(rows) == scene["frame_count"]
             assert scene["stats"][metric]["mean"] == pytest.approx(rows[metric].mean(), rel=1e-9)
         worst = [w["frame"] for w in doc["worst_frames"][metric]]
         assert worst == list(frames.sort_values([metric, "frame"])["frame"][: len(worst)])
@@ -169,7 +177,7 @@ def test_nr_report_with_standin_weights(tmp_path, nr_checkpoint):
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     jsonschema.validate(doc, load_schema())
     assert doc["scene_source"] == "input"
-    assert doc["model"]["name"] == "topiq_nr" and len(doc["model"]["sha256"]) == 64
+    assert doc["models"][0]["name"] == "topiq_nr" and len(doc["models"][0]["sha256"]) == 64
     assert doc["summary"]["topiq_nr"]["count"] == 8
 
 
@@ -204,7 +212,7 @@ def test_sample_report_renders(tmp_path):
     jsonschema.validate(doc, load_schema())
     assert doc["alignment"]["offset_frames"] == 5  # make_samples.py drops 5 frames
     assert doc["alignment"]["scaling"].startswith("distorted 480x270 -> 640x360")
-    assert len(doc["frames"]) == 127 and doc["scenes"][0]["end_frame"] == 126
+    assert doc["frames"]["count"] == 127 and doc["scenes"][0]["end_frame"] == 126
     assert "Blender Foundation" in (doc.get("credits") or "")
     with Browser(width=1280, height=900) as browser:
         browser.open(tmp_path / "report.html")
@@ -223,20 +231,21 @@ def test_scene_end_times_are_exclusive(fr_report):
     scenes = doc["scenes"]
     for scene, following in zip(scenes, scenes[1:], strict=False):
         assert scene["end_time"] == pytest.approx(following["start_time"])
-    last_time = doc["frames"][-1]["time"]
+    last_time = pd.read_parquet(out / "frames.parquet")["time"].iloc[-1]
     assert scenes[-1]["end_time"] == pytest.approx(last_time + 1 / 25)
 
 
 def test_offset_search_curve_is_drawn_in_seconds(fr_report):
-    from topiq_video.report.html import _search_figure
+    from topiq_video.report.figures import search_figure
+    from topiq_video.result import ScoreResult
 
     out, _ = fr_report
-    alignment = json.loads((out / "report.json").read_text())["alignment"]
-    offsets = np.array(alignment["search"]["offsets"])
-    costs = np.array([np.inf if c is None else c for c in alignment["search"]["costs"]])
-    assert offsets[np.argmin(costs)] == pytest.approx(alignment["offset_seconds"])
-    figure = _search_figure(alignment)
-    assert figure["layout"]["shapes"][0]["x0"] == pytest.approx(alignment["offset_seconds"])
+    alignment = ScoreResult.load(out).report.alignment
+    offsets = np.array(alignment.search.offsets)
+    costs = np.array([np.inf if c is None else c for c in alignment.search.costs])
+    assert offsets[np.argmin(costs)] == pytest.approx(alignment.offset_seconds)
+    figure = search_figure(alignment)
+    assert figure.layout["shapes"][0]["x0"] == pytest.approx(alignment.offset_seconds)
 
 
 def test_cuts_survive_a_start_midway(pair, tmp_path):
@@ -248,8 +257,9 @@ def test_cuts_survive_a_start_midway(pair, tmp_path):
         + ["--start", "0.48", "-o", str(tmp_path)],
     )
     assert result.exit_code == 0, result.output
+    frames = pd.read_parquet(tmp_path / "frames.parquet")
     doc = json.loads((tmp_path / "report.json").read_text())
-    assert doc["frames"][0]["ref_frame"] == 15
+    assert frames["ref_frame"].iloc[0] == 15
     # Source cuts at 20 and 41 are distorted frames 17 and 38.
     assert [s["start_frame"] for s in doc["scenes"]] == [12, 17, 38]
 
@@ -282,7 +292,8 @@ SHARED_CLIP = Path(__file__).resolve().parents[2] / "shared" / "media" / "cockat
 @pytest.mark.skipif(not SHARED_CLIP.exists(), reason="needs ../shared/media (not part of the repo)")
 def test_continuous_shot_with_heavy_motion_has_no_cut():
     """Handheld footage where a naive detector fires near frames 134 and 157."""
-    from topiq_video.pipeline.run import ScoreOptions, ScoringRun
+    from topiq_video.pipeline.options import ScoreOptions
+    from topiq_video.pipeline.run import ScoringRun
 
     run = ScoringRun(
         str(SHARED_CLIP),
@@ -291,4 +302,4 @@ def test_continuous_shot_with_heavy_motion_has_no_cut():
     )
     assert sum(1 for _ in run) == 280
     assert run.cuts == []
-    assert run.content_scores.max() < ScoreOptions().scene_threshold
+    assert np.nanmax(list(run.content_scores.values())) < ScoreOptions().scene_threshold
