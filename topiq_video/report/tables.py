@@ -25,6 +25,7 @@ from topiq_video.result import FRAME_COLUMNS, nonfinite_flag
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".json")
 NONFINITE_SUFFIX = "_nonfinite"
+_INT_COLUMNS = frozenset({"frame", "ref_frame", "scene"})
 
 
 def frames_csv_text(frames: pd.DataFrame) -> str:
@@ -40,7 +41,7 @@ def frame_records(frames: pd.DataFrame) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = [{} for _ in range(len(frames))]
     for column in frames.columns:
         series = frames[column]
-        if column in FRAME_COLUMNS and column != "scene_score" and column != "time":
+        if column in _INT_COLUMNS:
             values = [None if pd.isna(v) else int(v) for v in series.tolist()]
             for rec, v in zip(records, values, strict=True):
                 rec[column] = v
