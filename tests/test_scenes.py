@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from topiq_video.errors import InvalidInputError
+from topiq_video.pipeline.options import DEFAULT_SCENE_THRESHOLD
 from topiq_video.scenes import (
-    DEFAULT_THRESHOLD,
     ContentDetector,
     Scene,
     content_distance,
@@ -86,8 +86,8 @@ def test_scores_of_cuts_exceed_threshold_and_motion_stays_below() -> None:
     assert scores.name == "content_score"
     assert list(scores.index) == list(range(55))
     assert torch.isnan(torch.tensor(scores.iloc[0]))
-    assert scores.loc[30] >= DEFAULT_THRESHOLD
-    assert scores.drop(index=[0, 30]).max() < DEFAULT_THRESHOLD
+    assert scores.loc[30] >= DEFAULT_SCENE_THRESHOLD
+    assert scores.drop(index=[0, 30]).max() < DEFAULT_SCENE_THRESHOLD
     assert detector.max_score == pytest.approx(scores.loc[30])
 
 
@@ -110,7 +110,7 @@ def test_fast_pan_within_one_scene_gives_no_cut() -> None:
     detector = ContentDetector()
     detector.update(list(range(60)), clip)
     assert detector.finish() == []
-    assert detector.max_score < DEFAULT_THRESHOLD
+    assert detector.max_score < DEFAULT_SCENE_THRESHOLD
 
 
 def test_min_scene_len_suppresses_short_scenes() -> None:
@@ -189,7 +189,7 @@ def test_robust_hue_ignores_hue_noise_of_grey_pixels() -> None:
     hsv = rgb_to_hsv255(noisy)
     plain = float(content_distance(hsv[0], hsv[1], robust_hue=False))
     robust = float(content_distance(hsv[0], hsv[1], robust_hue=True))
-    assert plain >= DEFAULT_THRESHOLD
+    assert plain >= DEFAULT_SCENE_THRESHOLD
     assert robust < 15.0
     # Saturated hue changes still count fully.
     red = rgb_to_hsv255(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 4, 4))
