@@ -402,3 +402,61 @@ def test_decoded_clips_offset_and_streaming_pairs(trimmed_pair):
         pairs = [(d.index, r.index) for d, r in pairer]
     assert pairs == [(i, i + 12) for i in range(60)]
     assert pairer.stats.ref_before == 12 and pairer.stats.ref_after == 3
+
+
+# ---------------------------------------------------------------- offset search: limits
+
+
+def _panning_thumbs(content_times, fps: float) -> np.ndarray:
+    """float32 36x64 windows of a large random texture moving along a path that does not
+    repeat within a few minutes (cheap enough for thousands of frames)."""
+    rng = np.random.default_rng(11)
+    tex = rng.standard_normal((TH + 400, TW + 600))
+    for _ in range(4):
+        tex = (tex + sum(np.roll(tex, s, a) for s in (1, -1) for a in (0, 1))) / 5
+    tex = (0.5 + 0.15 * tex / tex.std()).astype(np.float32)
+    out = np.empty((len(content_times), TH, TW), np.float32)
+    for k, t in enumerate(content_times):
+        y = int(200 + 190 * math.sin(0.31 * t + 0.2 * math.sin(1.7 * t)))
+        x = int(300 + 290 * math.sin(0.23 * t + 1.0) * math.cos(0.05 * t))
+        out[k] = tex[y : y + TH, x : x + TW]
+    return out
+
+
+def test_offset_search_memory_is_bounded_at_long_range():
+    tracemalloc = pytest.importorskip("tracemalloc")
+    fps, max_offset, window, shift = 60, 60.0, 10.0, 1407  # the encode starts 23.45 s in
+    n = int(search_span(window, max_offset) * fps) + 30
+    t = grid(n, fps)
+    ref = _panning_thumbs(t, fps)
+    noise = np.random.default_rng(2).normal(0.0, 0.01, ref.shape).astype(np.float32)
+    dist = _panning_thumbs(t + shift / fps, fps) + noise
+    tracemalloc.start()
+    try:
+        est = estimate_offset(dist, t, ref, t, max_offset=max_offset, window=window)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    _check_found(est, shift, fps)
+    assert est.candidate_offsets.size == 2 * 60 * 60 + 1
+    # Three N x N float64 matrices alone would be 3 x 4230^2 x 8 bytes = 430 MB.
+    assert peak < 80e6, f"peak {peak / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_tiny_clip_against_itself_is_offset_zero_with_low_confidence(n):
+    t = grid(n, 25)
+    th = thumbs(t)
+    est = estimate_offset(th, t, th, t)
+    assert est.offset_frames == 0 and est.offset_seconds == 0.0
+    assert est.ambiguous and est.confidence < LOW_CONFIDENCE
+    assert f"only {n} frames" in est.message and "--offset" in est.message
+    assert "static" not in est.message
+
+
+def test_tiny_encode_of_a_long_reference_is_located_but_unsure(ref30):
+    ref_t, ref_th = ref30
+    dist_t = grid(3, 30)
+    est = estimate_offset(thumbs(dist_t + 0.4, degrade=True), dist_t, ref_th, ref_t)
+    assert est.offset_frames == 12
+    assert est.ambiguous and "only 3 frames" in est.message

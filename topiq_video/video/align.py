@@ -46,6 +46,11 @@ _PROMINENCE_FRACTION = 0.1  # a rival minimum must rise this much (of the spread
 _TIE = 0.1  # distinct minima this close (of the spread) to the best count as ties
 _MIN_OVERLAP_FRACTION = 0.5  # candidates overlapping less than this of the best are skipped
 _MIN_PAIRS = 4
+_PASS1_ELEMENTS = 1 << 19  # (candidate, frame) times placed at once in the first pass
+_STAT_CHUNK = 256  # frames per pass when computing per-frame statistics
+_BLOCK_ROWS = 128  # distorted frames per block of the offset search
+_BLOCK_COLS = 768  # most reference frames per block (their float64 copy dominates memory)
+_BLOCK_CANDIDATES = 1024  # candidate offsets whose reference frames are looked up at once
 _FLAT_STD = 1.0 / 255.0  # thumbnails flatter than this (black, fades) carry no pattern
 _MOTION_RMS = 2e-3  # frame differences below this RMS count as "no change"
 _QUALITY_LOW, _QUALITY_HIGH = 0.5, 0.9  # spatial correlation mapped to match quality 0..1
@@ -423,37 +428,167 @@ def nominal_frame_duration(times: Sequence[Time] | np.ndarray) -> float:
     return float(near.mean()) if near.size else med
 
 
-def _to_numpy(x: Any) -> np.ndarray:
+def _as_thumbs(x: Any) -> np.ndarray:
+    """The thumbnails as a float numpy array, without copying what is already one (a long
+    search passes thousands of frames; only small blocks are ever converted to float64)."""
     if hasattr(x, "detach"):  # torch tensor, without importing torch here
         x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
+    arr = np.asarray(x)
+    return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float64)
 
 
-def _prepare(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-frame centred thumbnails, their unit-norm versions and a "flat" mask."""
-    flat = thumbs.reshape(thumbs.shape[0], -1)
-    centred = flat - flat.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(centred, axis=1)
-    npix = flat.shape[1]
-    is_flat = norm / math.sqrt(npix) < _FLAT_STD
-    unit = centred / np.where(is_flat, 1.0, norm)[:, None]
-    unit[is_flat] = 0.0
-    return centred, unit, is_flat
+@dataclass(frozen=True, eq=False)
+class _Frames:
+    """One stream's thumbnails as (N, P) rows, left in their own dtype, and per-frame facts
+    computed a chunk at a time, so nothing of size N x P is ever copied."""
+
+    th: np.ndarray
+    mean: np.ndarray
+    norm: np.ndarray
+    flat: np.ndarray
+    inv_norm: np.ndarray  # 0 for flat frames, which correlate with no pattern
+
+    @classmethod
+    def of(cls, th: np.ndarray) -> _Frames:
+        n = th.shape[0]
+        mean = np.empty(n)
+        norm = np.empty(n)
+        for lo in range(0, n, _STAT_CHUNK):
+            rows = th[lo : lo + _STAT_CHUNK].astype(np.float64)
+            hi = lo + rows.shape[0]
+            mean[lo:hi] = rows.mean(axis=1)
+            rows -= mean[lo:hi, None]
+            norm[lo:hi] = np.linalg.norm(rows, axis=1)
+        flat = norm / math.sqrt(th.shape[1]) < _FLAT_STD
+        inv_norm = np.where(flat, 0.0, 1.0 / np.where(flat, 1.0, norm))
+        return cls(th, mean, norm, flat, inv_norm)
+
+    def centred(self, lo: int, hi: int) -> np.ndarray:
+        """Frames ``lo:hi`` as float64 rows with their own mean removed."""
+        rows = self.th[lo:hi].astype(np.float64)
+        rows -= self.mean[lo:hi, None]
+        return rows
+
+    def step_norms(self, step: int) -> np.ndarray:
+        """``|c[i + step] - c[i]|`` of the mean-removed frames ``c`` for every ``i``, computed
+        directly (the only Gram entries the search needs are these near-diagonal ones)."""
+        n = self.th.shape[0]
+        out = np.zeros(max(n - step, 0))
+        if step == 0:
+            return out
+        for lo in range(0, n - step, _STAT_CHUNK):
+            hi = min(lo + _STAT_CHUNK, n - step)
+            rows = self.centred(lo, hi + step)
+            out[lo:hi] = np.linalg.norm(rows[step:] - rows[:-step], axis=1)
+        return out
+
+
+def _pair_sums(
+    dist: _Frames,
+    ref: _Frames,
+    dt: np.ndarray,
+    b: np.ndarray,
+    offsets: np.ndarray,
+    first: np.ndarray,
+    n_pairs: np.ndarray,
+    valid: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per candidate offset, over its pairs (distorted frames ``first .. first + n - 1`` with
+    the reference frame shown at their time + offset): the sum of spatial correlations, the
+    sum of frame-difference correlations of consecutive pairs, and how many of those both
+    moved.
+
+    Works through blocks of distorted frames x the reference frames candidates reach from
+    them, so memory is about ``_BLOCK_ROWS x _BLOCK_COLS`` dot products plus that many
+    thumbnails, whatever the search range. A block is one float64 product ``G`` of
+    mean-removed thumbnails: spatial terms are ``G`` over the norms, difference terms
+    ``(d[i+1] - d[i]) . (r[j1] - r[j0])`` combine four of its entries.
+    """
+    npix = dist.th.shape[1]
+    nd, nr = dist.th.shape[0], ref.th.shape[0]
+    sp_sum, tp_sum, both_n = (np.zeros(offsets.size) for _ in range(3))
+    last = first + n_pairs - 1
+    cand = np.flatnonzero(valid)
+    dd_norm = dist.step_norms(1)
+    dd_moves = dd_norm / math.sqrt(npix) >= _MOTION_RMS
+    step_norms: dict[int, np.ndarray] = {}
+    for r0 in range(int(first[cand].min()), int(last[cand].max()) + 1, _BLOCK_ROWS):
+        r1 = r0 + _BLOCK_ROWS  # pairs start at rows r0 .. r1-1; row r1 may end a difference
+        ext = min(r1 + 1, nd)
+        here = cand[(first[cand] < r1) & (last[cand] >= r0)]
+        if here.size == 0:
+            continue
+        rows = dist.centred(r0, ext)
+        i = np.arange(r0, ext)
+        t = np.arange(ext - r0)[None, :]
+        for g0 in range(0, here.size, _BLOCK_CANDIDATES):
+            group = here[g0 : g0 + _BLOCK_CANDIDATES]
+            # The same float expressions as the first pass, hence the same reference frames.
+            s = dt[r0:ext][None, :] + offsets[group][:, None]
+            j = np.searchsorted(b, s, side="right") - 1
+            in_sp = (i >= first[group, None]) & (i <= last[group, None]) & (i < r1)
+            in_tp = in_sp & (i < last[group, None])  # frame i + 1 is paired too
+            need = in_sp.copy()
+            need[:, 1:] |= in_tp[:, :-1]
+            j_lo = np.where(need, j, nr).min(axis=1)
+            j_hi = np.where(need, j, -1).max(axis=1)
+            start = 0
+            while start < group.size:
+                # Consecutive candidates reach overlapping reference frames: share a block.
+                lo, hi, stop = int(j_lo[start]), int(j_hi[start]), start + 1
+                while stop < group.size:
+                    lo2, hi2 = min(lo, int(j_lo[stop])), max(hi, int(j_hi[stop]))
+                    if hi2 - lo2 + 1 > _BLOCK_COLS:
+                        break
+                    lo, hi, stop = lo2, hi2, stop + 1
+                sel, who = slice(start, stop), group[start:stop]
+                start = stop
+                # (reference x distorted: OpenBLAS threads this shape far better)
+                g = ref.centred(lo, hi + 1) @ rows.T
+                jj = np.clip(j[sel], lo, hi)  # frames outside the pairs: any valid column
+                c = jj - lo
+                m_sp = in_sp[sel]
+                sp = g[c, t] * dist.inv_norm[i] * ref.inv_norm[jj]
+                sp = np.where(dist.flat[i] & ref.flat[jj], 1.0, sp)  # two flat frames agree
+                sp_sum[who] += np.where(m_sp, sp, 0.0).sum(axis=1)
+
+                m_tp = in_tp[sel][:, :-1]
+                if not m_tp.any():
+                    continue
+                t0, t1, c0, c1 = t[:, :-1], t[:, 1:], c[:, :-1], c[:, 1:]
+                num = (g[c1, t1] - g[c1, t0]) - (g[c0, t1] - g[c0, t0])
+                j0 = jj[:, :-1]
+                step = jj[:, 1:] - j0
+                rd = np.zeros(step.shape)
+                for m in np.flatnonzero(np.bincount(step[m_tp])).tolist():
+                    if m not in step_norms:
+                        step_norms[m] = ref.step_norms(m)
+                    at = m_tp & (step == m)
+                    rd[at] = step_norms[m][j0[at]]
+                d_moves = dd_moves[i[:-1]][None, :]
+                r_moves = rd / math.sqrt(npix) >= _MOTION_RMS
+                both = d_moves & r_moves
+                den = np.where(both, dd_norm[i[:-1]][None, :] * rd, 1.0)
+                # Both still: they agree; only one moves: no match.
+                temporal = np.where(both, num / den, np.where(d_moves | r_moves, 0.0, 1.0))
+                tp_sum[who] += np.where(m_tp, temporal, 0.0).sum(axis=1)
+                both_n[who] += (both & m_tp).sum(axis=1)
+    return sp_sum, tp_sum, both_n
 
 
 def _distinct_minima(costs: np.ndarray, min_prominence: float) -> list[int]:
     """Indices of local minima that stand out by ``min_prominence`` above the col on the way
     to any lower point (the global minimum always counts). Ties are broken by index so a
     plateau counts once; NaN (skipped candidates) acts as an impassable wall."""
-    c = np.where(np.isfinite(costs), costs, np.inf)
-    n = c.size
+    c = np.where(np.isfinite(costs), costs, np.inf).tolist()  # floats: fast scalar access
+    n = len(c)
 
     def lower(k: int, m: int) -> bool:
         return (c[k], k) < (c[m], m)
 
     found = []
     for m in range(n):
-        if not np.isfinite(c[m]):
+        if not math.isfinite(c[m]):
             continue
         if (m > 0 and lower(m - 1, m)) or (m < n - 1 and lower(m + 1, m)):
             continue
@@ -488,7 +623,9 @@ def estimate_offset(
     For each candidate offset the first ``window`` seconds of overlap are paired by time and
     scored by per-frame thumbnail correlation (mean-removed and normalised, so brightness and
     contrast changes do not matter) plus correlation of frame differences (motion, which
-    compression barely changes). Raises AlignmentError when no candidate overlaps.
+    compression barely changes). Memory grows with ``window`` times the number of frames,
+    not with its square. Clips shorter than 4 frames are compared whole, with a low
+    confidence. Raises AlignmentError when no candidate overlaps.
     """
     _check_tolerance(tolerance)
     if max_offset < 0 or window <= 0:
@@ -497,8 +634,8 @@ def estimate_offset(
         )
     dt = _as_times(dist_times, "distorted")
     rt = _as_times(ref_times, "reference")
-    dth = _to_numpy(dist_thumbs)
-    rth = _to_numpy(ref_thumbs)
+    dth = _as_thumbs(dist_thumbs)
+    rth = _as_thumbs(ref_thumbs)
     for name, th, t in (("distorted", dth, dt), ("reference", rth, rt)):
         if th.ndim != 3 or th.shape[0] != t.size:
             raise InvalidInputError(
@@ -516,29 +653,16 @@ def estimate_offset(
             "pass --offset SECONDS instead."
         )
 
-    # Only the data any candidate can reach (callers may pass whole clips).
+    # Only the data any candidate can reach (callers may pass whole clips). Times are
+    # sorted, so that is a prefix of each stream: views, not copies.
     d_limit = max(dt[0], rt[0] + max_offset) + window
     r_limit = max(dt[0] + max_offset, rt[0]) + window
     t_ref = nominal_frame_duration(rt)
-    keep_d = dt <= d_limit + t_ref
-    keep_r = rt <= r_limit + 2 * t_ref
-    dt, dth = dt[keep_d], dth[keep_d]
-    rt, rth = rt[keep_r], rth[keep_r]
-
-    d_cen, d_unit, d_flat = _prepare(dth)
-    r_cen, r_unit, r_flat = _prepare(rth)
-    npix = d_cen.shape[1]
-    # Spatial similarity of every (dist, ref) pair; two flat frames (black) agree.
-    spatial = d_unit @ r_unit.T
-    spatial[np.ix_(d_flat, r_flat)] = 1.0
-    # Frame-difference terms: <dd_i, r_j> and the reference Gram, so any pairing's
-    # difference correlation is a few lookups instead of a pass over pixels.
-    dd = d_cen[1:] - d_cen[:-1]
-    dd_norm = np.linalg.norm(dd, axis=1)
-    dd_moves = dd_norm / math.sqrt(npix) >= _MOTION_RMS
-    cross = dd @ r_cen.T
-    gram = r_cen @ r_cen.T
-    gram_diag = np.diag(gram)
+    nd = int(np.searchsorted(dt, d_limit + t_ref, side="right"))
+    nr = int(np.searchsorted(rt, r_limit + 2 * t_ref, side="right"))
+    dt, rt = dt[:nd], rt[:nr]
+    dist = _Frames.of(dth[:nd].reshape(nd, -1))
+    ref = _Frames.of(rth[:nr].reshape(nr, -1))
 
     b, end = _boundaries(rt, tolerance, None)
     k_max = int(math.floor(max_offset / t_ref + 1e-9))
@@ -548,39 +672,40 @@ def estimate_offset(
     spatial_mean = np.full(ks.size, np.nan)
     overlap = np.zeros(ks.size)
     n_pairs = np.zeros(ks.size, dtype=np.int64)
+    first = np.zeros(ks.size, dtype=np.int64)
     motion_frac = np.zeros(ks.size)
-    for c, off in enumerate(offsets):
-        s = dt + off
-        j = np.searchsorted(b, s, side="right") - 1
-        idx = np.flatnonzero((j >= 0) & (s < end))
-        if idx.size == 0:
-            continue
-        idx = idx[dt[idx] < dt[idx[0]] + window]
-        jj = j[idx]
-        n_pairs[c] = idx.size
-        overlap[c] = dt[idx[-1]] - dt[idx[0]] + t_ref
-        sp = float(spatial[idx, jj].mean())
-        # Consecutive distorted frames (idx is contiguous) against their paired ref frames.
-        i0, j0, j1 = idx[:-1], jj[:-1], jj[1:]
-        num = cross[i0, j1] - cross[i0, j0]
-        rd_norm = np.sqrt(np.maximum(gram_diag[j1] + gram_diag[j0] - 2 * gram[j0, j1], 0.0))
-        r_moves = rd_norm / math.sqrt(npix) >= _MOTION_RMS
-        d_moves = dd_moves[i0]
-        both = d_moves & r_moves
-        temporal = np.where(d_moves | r_moves, 0.0, 1.0)  # both still: agree; one: no match
-        temporal[both] = num[both] / (dd_norm[i0][both] * rd_norm[both])
-        tp = float(temporal.mean()) if temporal.size else 1.0
-        motion_frac[c] = float(both.mean()) if both.size else 0.0
-        spatial_mean[c] = sp
-        costs[c] = (1.0 - sp) + (1.0 - tp)
-    valid = (n_pairs >= _MIN_PAIRS) & (overlap >= _MIN_OVERLAP_FRACTION * overlap.max())
-    costs[~valid] = np.nan
+    # Pass 1: which distorted frames each candidate pairs: one contiguous run, from the
+    # first frame shown inside the reference to the end of the window or of the overlap.
+    chunk = max(1, _PASS1_ELEMENTS // nd)
+    for c0 in range(0, ks.size, chunk):
+        s = dt[None, :] + offsets[c0 : c0 + chunk, None]
+        ok = (s >= b[0]) & (s < end)  # shown by some reference frame (j >= 0) and not after
+        has = ok.any(axis=1)
+        lo = np.argmax(ok, axis=1)
+        hi = nd - 1 - np.argmax(ok[:, ::-1], axis=1)
+        hi = np.minimum(hi, np.searchsorted(dt, dt[lo] + window, side="left") - 1)
+        sl = slice(c0, c0 + s.shape[0])
+        first[sl] = np.where(has, lo, 0)
+        n_pairs[sl] = np.where(has, hi - lo + 1, 0)
+        overlap[sl] = np.where(has, dt[hi] - dt[lo] + t_ref, 0.0)
+    # A clip shorter than _MIN_PAIRS frames is compared whole (only full overlaps count).
+    min_pairs = min(_MIN_PAIRS, nd, nr)
+    valid = (n_pairs >= min_pairs) & (overlap >= _MIN_OVERLAP_FRACTION * overlap.max())
     if not np.any(valid):
         raise AlignmentError(
             f"The streams overlap too little to estimate an offset within +/-{max_offset:g} s "
             "(is the reference much shorter, or the wrong file?). Pass --offset SECONDS "
             "(reference time = distorted time + offset) or check the inputs."
         )
+    # Pass 2: the correlations of those pairs, block by block.
+    sp_sum, tp_sum, both_n = _pair_sums(dist, ref, dt, b, offsets, first, n_pairs, valid)
+    n = n_pairs[valid].astype(np.float64)
+    n_diff = np.maximum(n - 1, 1)
+    sp = sp_sum[valid] / n
+    tp = np.where(n > 1, tp_sum[valid] / n_diff, 1.0)
+    motion_frac[valid] = np.where(n > 1, both_n[valid] / n_diff, 0.0)
+    spatial_mean[valid] = sp
+    costs[valid] = (1.0 - sp) + (1.0 - tp)
 
     best = int(np.nanargmin(costs))
     c1 = float(costs[best])
@@ -588,11 +713,12 @@ def estimate_offset(
     scale = max(float(np.nanmedian(costs)) - c1, _COST_FLOOR)
     minima = _distinct_minima(costs, _PROMINENCE_FRACTION * scale)
     zero = k_max  # index of offset 0
+    short = min(nd, nr) < _MIN_PAIRS
     method = "thumbnail+motion correlation"
     if flat and valid[zero]:
         # Nothing to measure: offset 0 is the least surprising answer.
         chosen = zero
-        method += " (flat curve: offset 0 assumed)"
+        method += " (short clip: offset 0 assumed)" if short else " (flat curve: offset 0 assumed)"
     else:
         # Near-equal distinct minima (repetitive content): the smallest shift is likeliest.
         ties = [m for m in minima if costs[m] - c1 <= _TIE * scale]
@@ -605,9 +731,17 @@ def estimate_offset(
     match = float(spatial_mean[chosen])
     quality = float(np.clip((match - _QUALITY_LOW) / (_QUALITY_HIGH - _QUALITY_LOW), 0.0, 1.0))
     confidence = separation * quality
+    if short:
+        # A few frames cannot rule out a shift, however well they match.
+        confidence = min(confidence, LOW_CONFIDENCE * int(n_pairs[chosen]) / (_MIN_PAIRS + 1))
 
     problems = []
-    if flat:
+    if short:
+        problems.append(
+            f"the {'distorted' if nd <= nr else 'reference'} clip has only {min(nd, nr)} "
+            "frames, too few to measure an offset reliably"
+        )
+    elif flat:
         problems.append(
             "the content barely changes over the search window (static or blank), so every "
             "offset matches equally well"
