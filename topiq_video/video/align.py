@@ -6,12 +6,19 @@ what to add to a distorted frame's time to find the reference instant it shows, 
 whose first 12 frames were trimmed has offset +12 reference frames, and an encode with 7
 extra leading frames has offset -7.
 
-Pairing rule: reference frame j is *shown* over ``[b_j, b_{j+1})`` where
+Time rule: reference frame j is *shown* over ``[b_j, b_{j+1})`` where
 ``b_j = r_j - tolerance * (r_j - r_{j-1})``; with the default tolerance of half a frame this is
 the nearest reference frame in time, which absorbs timestamp rounding (ms time bases, 29.97
-vs 30000/1001) so equal-rate streams pair 1:1, and matches what FFmpeg's ``fps`` filter picks
-when an encode changed the frame rate. The last reference frame is shown for one frame
-duration; distorted frames outside ``[b_0, end)`` are unmatched and never padded.
+vs 30000/1001) so equal-rate streams pair 1:1. The last reference frame is shown for one
+frame duration; distorted frames outside ``[b_0, end)`` are unmatched and never padded.
+
+Picture rule: when the frame rates differ, the nearest frame is often not the one whose
+picture an encode shows: a sample-and-hold conversion shows the latest frame at or before
+each instant (half the rows of 25 -> 30 fps differ from the nearest), FFmpeg's ``fps`` filter
+the nearest with ties going to the earlier frame. Given luma thumbnails, each distorted
+frame is paired with the neighbour of its nearest frame whose thumbnail it matches clearly
+best, never going back before the previous row's frame; where the thumbnails cannot tell,
+the time rule stays. :attr:`PairingStats.conversion` names the convention found.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -39,6 +46,15 @@ FALLBACK_FRAME_DURATION = 1.0 / 30.0
 """Frame duration assumed only for a single-frame reference given no duration."""
 LOW_CONFIDENCE = 0.5
 """Estimates below this confidence are flagged ``ambiguous``."""
+EQUAL_RATE_TOLERANCE = 5e-4
+"""Relative difference of mean frame durations below which two streams have the same rate
+(29.97 and 30000/1001 fps do; 29.97 and 30 do not), on top of what timestamp rounding hides."""
+TIMESTAMP_ROUNDING = 1e-3
+"""Seconds by which container timestamps may be rounded (millisecond time bases)."""
+MIN_SPLIT_ROWS = 5
+"""Rows telling sample-and-hold from nearest needed before a conversion is named."""
+CONVENTION_SHARE = 0.85
+"""Share of those rows one convention needs to be named; below it the conversion is "mixed"."""
 
 # Cost-curve analysis. Costs are (1 - mean spatial corr) + (1 - mean temporal corr), in [0, 4].
 _COST_FLOOR = 0.02  # below this cost spread the curve is noise (static content)
@@ -55,6 +71,21 @@ _FLAT_STD = 1.0 / 255.0  # thumbnails flatter than this (black, fades) carry no 
 _MOTION_RMS = 2e-3  # frame differences below this RMS count as "no change"
 _QUALITY_LOW, _QUALITY_HIGH = 0.5, 0.9  # spatial correlation mapped to match quality 0..1
 
+# Picture-following pairing (unit-norm thumbnails; squared distance = 2 - 2 correlation).
+_PICK_MARGIN = 0.3  # the gain over the time rule's frame, as a share of how much they differ
+_PICK_NOISE = 0.7  # ... and as a multiple of the best match's own residual (compression)
+_PICK_MIN_CHANGE = 1e-3  # candidates closer than this are the same picture
+_PHASE_TIE = 0.05  # instants this close (reference frames) to a frame or a midpoint are ties
+_PICTURE_COUNTS = (
+    "picked_earlier",
+    "picked_later",
+    "compared",
+    "unclear",
+    "split_rows",
+    "split_hold",
+    "split_nearest",
+)
+
 Time = float | Fraction | int
 D = TypeVar("D")
 R = TypeVar("R")
@@ -64,7 +95,17 @@ R = TypeVar("R")
 class PairingStats:
     """Counts of a pairing. ``ref_skipped`` are reference frames inside the overlap that no
     distorted frame showed (a lower distorted frame rate); ``complete`` is False when a stream
-    was not read to its end (``drain=False``), making the trailing counts lower bounds."""
+    was not read to its end (``drain=False``), making the trailing counts lower bounds.
+
+    How the frame-rate conversion was followed (see :attr:`conversion`): ``equal_rate``
+    (None while either stream has fewer than two frames); ``picked_earlier`` and
+    ``picked_later``: rows paired with an earlier or later reference frame than the nearest
+    in time; ``compared``: rows whose thumbnails were matched (frame rates differ), of which
+    ``unclear`` could not tell the candidates apart and kept the time rule. ``split_rows``
+    are compared rows where "sample-and-hold" (the latest reference frame at or before the
+    instant) and "nearest" name different frames and the pictures told them apart:
+    ``split_hold`` followed the first, ``split_nearest`` the second.
+    """
 
     paired: int
     dist_before: int
@@ -73,6 +114,16 @@ class PairingStats:
     ref_after: int
     ref_skipped: int
     complete: bool = True
+    # What the pictures followed: descriptive, so left out of equality (two pairings with
+    # the same counts compare equal whatever was measured about the conversion).
+    equal_rate: bool | None = field(default=None, compare=False)
+    picked_earlier: int = field(default=0, compare=False)
+    picked_later: int = field(default=0, compare=False)
+    compared: int = field(default=0, compare=False)
+    unclear: int = field(default=0, compare=False)
+    split_rows: int = field(default=0, compare=False)
+    split_hold: int = field(default=0, compare=False)
+    split_nearest: int = field(default=0, compare=False)
 
     @property
     def unmatched_dist(self) -> int:
@@ -82,6 +133,51 @@ class PairingStats:
     def unmatched_ref(self) -> int:
         """Reference frames never paired with any distorted frame."""
         return self.ref_before + self.ref_after + self.ref_skipped
+
+    @property
+    def picked_nearest(self) -> int:
+        """Rows paired with the reference frame nearest their instant (the time rule)."""
+        return self.paired - self.picked_earlier - self.picked_later
+
+    @property
+    def hold_share(self) -> float:
+        """Share of ``split_rows`` that followed sample-and-hold (NaN without any)."""
+        return self.split_hold / self.split_rows if self.split_rows else math.nan
+
+    @property
+    def nearest_share(self) -> float:
+        """Share of ``split_rows`` that followed the nearest frame (NaN without any)."""
+        return self.split_nearest / self.split_rows if self.split_rows else math.nan
+
+    @property
+    def conversion(self) -> str:
+        """Which frame-rate conversion the distorted pictures followed: "equal rate",
+        "sample-and-hold", "nearest", "mixed", or "unknown" (rates not measurable, or too
+        few rows where the conventions differ and the thumbnails could tell)."""
+        if self.equal_rate:
+            return "equal rate"
+        if self.equal_rate is None or self.split_rows < MIN_SPLIT_ROWS:
+            return "unknown"
+        if self.hold_share >= CONVENTION_SHARE:
+            return "sample-and-hold"
+        if self.nearest_share >= CONVENTION_SHARE:
+            return "nearest"
+        return "mixed"
+
+    def conversion_summary(self) -> dict[str, Any]:
+        """The conversion and the counts behind it, JSON-friendly (for reports)."""
+        return {
+            "conversion": self.conversion,
+            "equal_rate": self.equal_rate,
+            "picked_nearest": self.picked_nearest,
+            "picked_earlier": self.picked_earlier,
+            "picked_later": self.picked_later,
+            "compared": self.compared,
+            "unclear": self.unclear,
+            "split_rows": self.split_rows,
+            "split_hold": self.split_hold,
+            "split_nearest": self.split_nearest,
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,11 +301,16 @@ def pair_by_time(
     *,
     tolerance: float = PAIR_TOLERANCE,
     ref_frame_duration: float | None = None,
+    dist_thumbs: Any = None,
+    ref_thumbs: Any = None,
 ) -> PairingResult:
     """Pair each distorted frame with the reference frame shown at its time + ``offset``.
 
     ``ref_frame_duration`` sets how long the first/last reference frames are shown (default:
-    the neighbouring frame gap). Raises AlignmentError when nothing overlaps.
+    the neighbouring frame gap). Given both ``dist_thumbs`` and ``ref_thumbs`` ((N, h, w)
+    luma thumbnails, one per time), frames of streams whose rates differ are paired with the
+    reference frame their picture came from, exactly as :class:`StreamPairer` does; without
+    them the pairing is by time alone. Raises AlignmentError when nothing overlaps.
     """
     _check_tolerance(tolerance)
     offset = float(offset)
@@ -219,6 +320,16 @@ def pair_by_time(
         raise AlignmentError(
             f"Cannot pair: the {'distorted' if d.size == 0 else 'reference'} stream has no "
             "frames. Check the input file and any time range options."
+        )
+    if dist_thumbs is not None and ref_thumbs is not None:
+        return _pair_arrays_by_picture(
+            d,
+            r,
+            _as_thumbs(dist_thumbs),
+            _as_thumbs(ref_thumbs),
+            offset,
+            tolerance,
+            ref_frame_duration,
         )
     b, end = _boundaries(r, tolerance, ref_frame_duration)
     s = d + offset
@@ -243,26 +354,174 @@ def pair_by_time(
         ref_before=lo,
         ref_after=int(r.size - 1 - hi),
         ref_skipped=int(hi - lo + 1 - used),
+        equal_rate=_rates_equal(_RateMeter.of(d), _RateMeter.of(r)),
     )
     pairs = np.stack([dist_idx, ref_idx], axis=1).astype(np.int64)
     return PairingResult(pairs=pairs, stats=stats, offset=offset)
+
+
+class _Indexed(NamedTuple):
+    index: int
+    time: float
+    thumb: np.ndarray
+
+
+def _pair_arrays_by_picture(
+    d: np.ndarray,
+    r: np.ndarray,
+    d_thumbs: np.ndarray,
+    r_thumbs: np.ndarray,
+    offset: float,
+    tolerance: float,
+    ref_frame_duration: float | None,
+) -> PairingResult:
+    for name, th, t in (("distorted", d_thumbs, d), ("reference", r_thumbs, r)):
+        if th.shape[0] != t.size:
+            raise InvalidInputError(
+                f"{name} thumbnails must be one per frame time; got {th.shape[0]} for "
+                f"{t.size} times."
+            )
+    pairer = StreamPairer(
+        (_Indexed(i, float(t), th) for i, (t, th) in enumerate(zip(d, d_thumbs, strict=True))),
+        (_Indexed(j, float(t), th) for j, (t, th) in enumerate(zip(r, r_thumbs, strict=True))),
+        offset,
+        tolerance=tolerance,
+        ref_frame_duration=ref_frame_duration,
+    )
+    pairs = np.array([(a.index, b.index) for a, b in pairer], dtype=np.int64).reshape(-1, 2)
+    assert pairer.stats is not None
+    return PairingResult(pairs=pairs, stats=pairer.stats, offset=offset)
 
 
 def _default_time(item: Any) -> float:
     return float(item.time)
 
 
+def _default_thumb(item: Any) -> Any:
+    return getattr(item, "thumb", None)
+
+
 _END = object()
+
+
+class _RateMeter:
+    """A stream's frame duration from its timestamps so far, in constant memory."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = self.last = math.nan
+        self.min_gap, self.max_gap = math.inf, -math.inf
+
+    def add(self, t: float) -> None:
+        if self.count:
+            gap = t - self.last
+            self.min_gap = min(self.min_gap, gap)
+            self.max_gap = max(self.max_gap, gap)
+        else:
+            self.first = t
+        self.last = t
+        self.count += 1
+
+    @classmethod
+    def of(cls, times: np.ndarray) -> _RateMeter:
+        meter = cls()
+        meter.count = int(times.size)
+        if times.size:
+            meter.first, meter.last = float(times[0]), float(times[-1])
+        if times.size > 1:
+            gaps = np.diff(times)
+            meter.min_gap, meter.max_gap = float(gaps.min()), float(gaps.max())
+        return meter
+
+    def duration(self) -> tuple[float, float] | None:
+        """(mean frame duration, its relative uncertainty), or None before two frames.
+
+        The uncertainty is what uneven gaps could hide: the mean is off by the first and
+        last timestamps' errors over the span (rounding, jitter), or by a dropped frame's
+        extra gap over the frame count; twice the gaps' spread covers both."""
+        span = self.last - self.first
+        if self.count < 2 or not span > 0:
+            return None
+        slack = 2.0 * (self.max_gap - self.min_gap) + TIMESTAMP_ROUNDING
+        return span / (self.count - 1), slack / span
+
+
+def _rates_equal(a: _RateMeter, b: _RateMeter) -> bool | None:
+    """Whether two streams have the same frame rate; None until each has two frames."""
+    da, db = a.duration(), b.duration()
+    if da is None or db is None:
+        return None
+    return abs(da[0] / db[0] - 1.0) <= EQUAL_RATE_TOLERANCE + da[1] + db[1]
+
+
+class _Thumbs:
+    """Unit-norm, mean-removed thumbnails (so brightness and contrast do not matter), made
+    once per frame; flat ones (black, fades) are zero: they match no pattern."""
+
+    def __init__(self, thumb_of: Callable[[Any], Any]) -> None:
+        self._thumb_of = thumb_of
+        self._ref: dict[int, np.ndarray | None] = {}
+        self._size: int | None = None
+        self._warned = False
+
+    def unit(self, item: Any) -> np.ndarray | None:
+        thumb = self._thumb_of(item)
+        if thumb is None:
+            return None
+        x = _as_thumbs(thumb).astype(np.float64).ravel()
+        if self._size is None:
+            self._size = x.size
+        elif x.size != self._size:
+            if not self._warned:
+                logger.warning(
+                    "Thumbnails of different sizes (%d and %d values): pairing by time only.",
+                    self._size,
+                    x.size,
+                )
+                self._warned = True
+            return None
+        x -= x.mean()
+        norm = float(np.linalg.norm(x))
+        return x / norm if norm / math.sqrt(x.size) >= _FLAT_STD else np.zeros_like(x)
+
+    def ref_unit(self, pos: int, item: Any) -> np.ndarray | None:
+        if pos not in self._ref:
+            self._ref[pos] = self.unit(item)
+        return self._ref[pos]
+
+    def forget_before(self, pos: int) -> None:
+        for old in [p for p in self._ref if p < pos]:
+            del self._ref[old]
+
+
+def _clearly_better(dist_a: float, dist_b: float, sep: float) -> bool:
+    """Candidate a explains the distorted picture clearly better than candidate b.
+
+    ``dist_*`` are squared distances of the distorted thumbnail to each candidate, ``sep``
+    that between the two candidates (all unit-norm). The gain must be a good part of how
+    much the candidates differ (the picture lies well on a's side, not halfway) and exceed
+    a's own residual (the compression noise), and the candidates must differ at all."""
+    gain = dist_b - dist_a
+    return sep >= _PICK_MIN_CHANGE and gain >= _PICK_MARGIN * sep and gain >= _PICK_NOISE * dist_a
 
 
 class StreamPairer(Generic[D, R]):
     """Iterator of (distorted item, reference item) pairs, by the rule of :func:`pair_by_time`.
 
-    Reads both iterables once, in step, holding at most two reference items (the one shown
-    and the next). Items need a ``.time`` in seconds (or pass ``time_of``). ``stats`` is None
-    until the iterator is exhausted. With ``drain`` (default) the stream that outlasts the
-    other is read to its end to count its unmatched frames; pass ``drain=False`` to stop as
-    soon as no more pairs are possible (e.g. when the distorted stream was cut short).
+    Reads both iterables once, in step, holding at most three reference items (the one
+    shown, the one before and the next). Items need a ``.time`` in seconds (or pass
+    ``time_of``). ``stats`` is None until the iterator is exhausted. With ``drain`` (default)
+    the stream that outlasts the other is read to its end to count its unmatched frames;
+    pass ``drain=False`` to stop as soon as no more pairs are possible (e.g. when the
+    distorted stream was cut short).
+
+    Where the frame rates differ, each distorted frame is paired with the reference frame
+    its picture came from: among the reference frames before, at and after its instant (no
+    earlier than the previous row's), the one whose luma thumbnail matches best, read with
+    ``thumb_of`` (default: the item's ``thumb``, a small luma array such as
+    ``luma_thumbnails`` makes; None pairs by time). Where the thumbnails cannot tell (static
+    content, a near-tie within the compression noise) the time rule stays. Equal-rate
+    streams are always paired by time. ``match_pictures=False`` pairs by time only.
     """
 
     def __init__(
@@ -275,6 +534,8 @@ class StreamPairer(Generic[D, R]):
         ref_frame_duration: float | None = None,
         drain: bool = True,
         time_of: Callable[[Any], float] = _default_time,
+        thumb_of: Callable[[Any], Any] = _default_thumb,
+        match_pictures: bool = True,
     ) -> None:
         _check_tolerance(tolerance)
         self.offset = float(offset)
@@ -283,6 +544,7 @@ class StreamPairer(Generic[D, R]):
         self._dur = None if ref_frame_duration is None else float(ref_frame_duration)
         self._drain = drain
         self._time_of = time_of
+        self._thumbs = _Thumbs(thumb_of) if match_pictures else None
         self._gen = self._run(iter(dist), iter(ref))
 
     def __iter__(self) -> StreamPairer[D, R]:
@@ -299,11 +561,15 @@ class StreamPairer(Generic[D, R]):
 
     def _run(self, dist_it: Iterator[D], ref_it: Iterator[R]) -> Iterator[tuple[D, R]]:
         tol, dur, offset = self._tol, self._dur, self.offset
+        d_rate, r_rate = _RateMeter(), _RateMeter()
         cur = next(ref_it, _END)
         if cur is _END:
             raise AlignmentError("Cannot pair: the reference stream has no frames.")
         r_cur = self._time(cur, "reference")
+        r_rate.add(r_cur)
         r_prev: float | None = None
+        prv: Any = _END
+        cur_pos = 0  # position of `cur` in the reference stream
 
         def read_next() -> tuple[Any, float]:
             item = next(ref_it, _END)
@@ -315,6 +581,7 @@ class StreamPairer(Generic[D, R]):
                     f"reference frame times go backwards ({r_cur:.6f} s -> {t:.6f} s); "
                     "frames must be in presentation order with monotonic times."
                 )
+            r_rate.add(t)
             return item, t
 
         nxt, r_nxt = read_next()
@@ -325,26 +592,28 @@ class StreamPairer(Generic[D, R]):
         b_cur = r_cur - tol * first
         one_minus_tol = 1.0 - tol
 
-        paired = dist_before = dist_after = ref_before = ref_skipped = 0
-        cur_used = False
-        pending = 0  # reference frames passed over unused since the last used one
+        paired = dist_before = dist_after = 0
+        counts = dict.fromkeys(_PICTURE_COUNTS, 0)
+        lo_pos = last_pos = -1  # first and latest reference positions paired
+        used = 0  # distinct reference frames paired
         last_s = -math.inf
         dist_done = True
         for item in dist_it:
-            s = self._time(item, "distorted") + offset
+            t = self._time(item, "distorted")
+            s = t + offset
             if s < last_s:
                 raise InvalidInputError(
                     f"distorted frame times go backwards ({last_s - offset:.6f} s -> "
                     f"{s - offset:.6f} s); frames must be in presentation order."
                 )
             last_s = s
+            d_rate.add(t)
             while nxt is not _END:
                 b_next = r_nxt - tol * (r_nxt - r_cur)
                 if s < b_next:
                     break
-                if not cur_used:
-                    pending += 1
-                cur, r_prev, r_cur, b_cur, cur_used = nxt, r_cur, r_nxt, b_next, False
+                prv, r_prev = cur, r_cur
+                cur, r_cur, b_cur, cur_pos = nxt, r_nxt, b_next, cur_pos + 1
                 nxt, r_nxt = read_next()
             if s < b_cur:
                 dist_before += 1
@@ -360,30 +629,44 @@ class StreamPairer(Generic[D, R]):
                         dist_done = False
                         break
                     continue
-            if not cur_used:
-                if paired == 0:
-                    ref_before += pending
-                else:
-                    ref_skipped += pending
-                pending, cur_used = 0, True
+            # The time rule's frame, unless an earlier row already took the next one.
+            pos, pick = (cur_pos, cur) if last_pos <= cur_pos else (cur_pos + 1, nxt)
+            if self._thumbs is not None and _rates_equal(d_rate, r_rate) is False:
+                window = [(cur_pos - 1, prv, r_prev), (cur_pos, cur, r_cur)]
+                if nxt is not _END:
+                    window.append((cur_pos + 1, nxt, r_nxt))
+                window = [w for w in window if w[0] >= max(last_pos, 0) and w[1] is not _END]
+                pos, pick = self._follow_picture(item, s, window, pos, cur_pos, counts)
+                self._thumbs.forget_before(cur_pos - 1)
+            if pos != last_pos:
+                used += 1
+                if lo_pos < 0:
+                    lo_pos = pos
+            last_pos = pos
+            if pos < cur_pos:
+                counts["picked_earlier"] += 1
+            elif pos > cur_pos:
+                counts["picked_later"] += 1
             paired += 1
-            yield item, cur
+            yield item, pick
 
-        ref_after = pending + (0 if cur_used else 1)
+        ref_read = cur_pos + (1 if nxt is _END else 2)
         ref_done = nxt is _END
-        if not ref_done:
-            ref_after += 1
-            if self._drain:
-                ref_after += sum(1 for _ in ref_it)
-                ref_done = True
+        if not ref_done and self._drain:
+            for rest in ref_it:
+                r_rate.add(float(self._time_of(rest)))
+                ref_read += 1
+            ref_done = True
         self.stats = PairingStats(
             paired=paired,
             dist_before=dist_before,
             dist_after=dist_after,
-            ref_before=ref_before,
-            ref_after=ref_after,
-            ref_skipped=ref_skipped,
+            ref_before=max(lo_pos, 0),
+            ref_after=ref_read - 1 - last_pos,
+            ref_skipped=last_pos - lo_pos + 1 - used if paired else 0,
             complete=dist_done and ref_done,
+            equal_rate=_rates_equal(d_rate, r_rate),
+            **counts,
         )
         logger.debug("stream pairing finished: %s", self.stats)
         if paired == 0:
@@ -392,6 +675,57 @@ class StreamPairer(Generic[D, R]):
                 f"{dist_before} distorted frames before the reference start, "
                 f"{dist_after} after its end",
             )
+
+    def _follow_picture(
+        self,
+        item: Any,
+        s: float,
+        window: list[tuple[int, Any, float | None]],
+        pos: int,
+        cur_pos: int,
+        counts: dict[str, int],
+    ) -> tuple[int, Any]:
+        """The reference frame (position, item) among ``window`` whose thumbnail matches the
+        distorted item's, or ``pos`` (the time rule) where the thumbnails cannot tell."""
+        assert self._thumbs is not None
+        by_pos = {w[0]: w for w in window}
+        fallback = (pos, by_pos[pos][1])
+        x = self._thumbs.unit(item)
+        if x is None or not x.any() or len(window) < 2:
+            return fallback
+        units = [self._thumbs.ref_unit(p, it) for p, it, _ in window]
+        if any(u is None for u in units):
+            return fallback
+        counts["compared"] += 1
+        sq = [float(np.sum((x - u) ** 2)) for u in units]
+        index = {w[0]: k for k, w in enumerate(window)}
+
+        def clearly(a: int, b: int) -> bool:
+            ka, kb = index[a], index[b]
+            sep = float(np.sum((units[ka] - units[kb]) ** 2))
+            return _clearly_better(sq[ka], sq[kb], sep)
+
+        best = min(index, key=lambda p: (sq[index[p]], p != pos))
+        choice = best if best != pos and clearly(best, pos) else pos
+        runner_up = min((p for p in index if p != choice), key=lambda p: sq[index[p]])
+        if not clearly(choice, runner_up):
+            counts["unclear"] += 1
+        # Rows where sample-and-hold (the frame before) and nearest (cur) name different
+        # frames, away from a tie, tell the conventions apart.
+        hold, near = cur_pos - 1, cur_pos
+        if hold in index and near in index:
+            r_hold, r_near = by_pos[hold][2], by_pos[near][2]
+            assert r_hold is not None and r_near is not None
+            eps = _PHASE_TIE * (r_near - r_hold)
+            if r_near > s + eps and s - 0.5 * (r_hold + r_near) > eps:
+                others = [p for p in (hold, near) if p != choice]
+                if all(clearly(choice, p) for p in others):
+                    counts["split_rows"] += 1
+                    if choice == hold:
+                        counts["split_hold"] += 1
+                    elif choice == near:
+                        counts["split_nearest"] += 1
+        return choice, by_pos[choice][1]
 
 
 def pair_streams(
