@@ -90,15 +90,29 @@ def test_pairs_follow_the_picture(clips, name, convention, time_rule_ok):
         assert time_share < REQUIRED_SHARE  # the bar means something here
 
 
+def test_thinned_conversion_still_follows_the_picture(clips):
+    # Scoring every other frame (the pipeline's ``every=2``) leaves a 15 fps stream of a
+    # 30 fps encode: the rate is still told apart from the source's by the frame indices.
+    source, converted = clips
+    dist, truth = converted["sample-and-hold 25->30"]
+    pairer = pair_streams(dist[::2], source)
+    pairs = [(d.index, r.index) for d, r in pairer]
+    assert _share_right(pairs, truth) >= REQUIRED_SHARE
+    assert pairer.stats.conversion == "sample-and-hold"
+
+
 def test_equal_rates_pair_exactly_as_by_time(clips, tmp_path):
     source, _ = clips
-    # The same pictures encoded again, worse: different noise, the same rate.
+    # The same pictures encoded again, worse: different noise, the same rate; also thinned
+    # to every 2nd or 3rd frame, which must not pass for another frame rate.
     pictures = media.clip_frames_rgb(N_SOURCE, WIDTH, HEIGHT, SOURCE_FPS)
-    again = _decode(conversions.encode_pictures(tmp_path / "again.mp4", pictures, 25, crf=32))
-    for offset in (0.0, 2 / SOURCE_FPS, -3 / SOURCE_FPS):
+    encoded = _decode(conversions.encode_pictures(tmp_path / "again.mp4", pictures, 25, crf=32))
+    cases = [(encoded, 0.0), (encoded, 2 / SOURCE_FPS), (encoded, -3 / SOURCE_FPS)]
+    cases += [(encoded[::2], 0.0), (encoded[1::3], 1 / SOURCE_FPS)]
+    for again, offset in cases:
         pairer = pair_streams(again, source, offset)
         got = [(d.index, r.index) for d, r in pairer]
         by_time = pair_by_time([d.time for d in again], [r.time for r in source], offset)
-        assert got == [tuple(p) for p in by_time.pairs.tolist()]
+        assert got == [(again[i].index, r) for i, r in by_time.pairs.tolist()]
         assert pairer.stats == by_time.stats
         assert pairer.stats.conversion == "equal rate" and pairer.stats.compared == 0

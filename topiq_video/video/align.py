@@ -401,25 +401,37 @@ def _default_thumb(item: Any) -> Any:
     return getattr(item, "thumb", None)
 
 
+def _default_index(item: Any) -> int | None:
+    index = getattr(item, "index", None)
+    return None if index is None else int(index)
+
+
 _END = object()
 
 
 class _RateMeter:
-    """A stream's frame duration from its timestamps so far, in constant memory."""
+    """A stream's frame duration from its timestamps so far, in constant memory.
+
+    Frames are counted by their stream index where items have one, so a thinned stream
+    (every other frame, a lower sampling rate) still measures the stream's own rate."""
 
     def __init__(self) -> None:
         self.count = 0
         self.first = self.last = math.nan
+        self.first_index = self.last_index = 0
         self.min_gap, self.max_gap = math.inf, -math.inf
 
-    def add(self, t: float) -> None:
+    def add(self, t: float, index: int | None = None) -> None:
+        index = self.count if index is None else index
         if self.count:
-            gap = t - self.last
-            self.min_gap = min(self.min_gap, gap)
-            self.max_gap = max(self.max_gap, gap)
+            steps = index - self.last_index
+            if steps > 0:
+                gap = (t - self.last) / steps
+                self.min_gap = min(self.min_gap, gap)
+                self.max_gap = max(self.max_gap, gap)
         else:
-            self.first = t
-        self.last = t
+            self.first, self.first_index = t, index
+        self.last, self.last_index = t, index
         self.count += 1
 
     @classmethod
@@ -428,6 +440,7 @@ class _RateMeter:
         meter.count = int(times.size)
         if times.size:
             meter.first, meter.last = float(times[0]), float(times[-1])
+            meter.last_index = int(times.size - 1)
         if times.size > 1:
             gaps = np.diff(times)
             meter.min_gap, meter.max_gap = float(gaps.min()), float(gaps.max())
@@ -440,10 +453,11 @@ class _RateMeter:
         last timestamps' errors over the span (rounding, jitter), or by a dropped frame's
         extra gap over the frame count; twice the gaps' spread covers both."""
         span = self.last - self.first
-        if self.count < 2 or not span > 0:
+        frames = self.last_index - self.first_index
+        if frames < 1 or not span > 0:
             return None
         slack = 2.0 * (self.max_gap - self.min_gap) + TIMESTAMP_ROUNDING
-        return span / (self.count - 1), slack / span
+        return span / frames, slack / span
 
 
 def _rates_equal(a: _RateMeter, b: _RateMeter) -> bool | None:
@@ -521,7 +535,9 @@ class StreamPairer(Generic[D, R]):
     ``thumb_of`` (default: the item's ``thumb``, a small luma array such as
     ``luma_thumbnails`` makes; None pairs by time). Where the thumbnails cannot tell (static
     content, a near-tie within the compression noise) the time rule stays. Equal-rate
-    streams are always paired by time. ``match_pictures=False`` pairs by time only.
+    streams are always paired by time; rates are measured from the times and, through
+    ``index_of`` (default: the item's ``index``), the stream positions, so a thinned
+    distorted stream keeps its own rate. ``match_pictures=False`` pairs by time only.
     """
 
     def __init__(
@@ -535,6 +551,7 @@ class StreamPairer(Generic[D, R]):
         drain: bool = True,
         time_of: Callable[[Any], float] = _default_time,
         thumb_of: Callable[[Any], Any] = _default_thumb,
+        index_of: Callable[[Any], int | None] = _default_index,
         match_pictures: bool = True,
     ) -> None:
         _check_tolerance(tolerance)
@@ -544,6 +561,7 @@ class StreamPairer(Generic[D, R]):
         self._dur = None if ref_frame_duration is None else float(ref_frame_duration)
         self._drain = drain
         self._time_of = time_of
+        self._index_of = index_of
         self._thumbs = _Thumbs(thumb_of) if match_pictures else None
         self._gen = self._run(iter(dist), iter(ref))
 
@@ -566,7 +584,7 @@ class StreamPairer(Generic[D, R]):
         if cur is _END:
             raise AlignmentError("Cannot pair: the reference stream has no frames.")
         r_cur = self._time(cur, "reference")
-        r_rate.add(r_cur)
+        r_rate.add(r_cur, self._index_of(cur))
         r_prev: float | None = None
         prv: Any = _END
         cur_pos = 0  # position of `cur` in the reference stream
@@ -581,7 +599,7 @@ class StreamPairer(Generic[D, R]):
                     f"reference frame times go backwards ({r_cur:.6f} s -> {t:.6f} s); "
                     "frames must be in presentation order with monotonic times."
                 )
-            r_rate.add(t)
+            r_rate.add(t, self._index_of(item))
             return item, t
 
         nxt, r_nxt = read_next()
@@ -607,7 +625,7 @@ class StreamPairer(Generic[D, R]):
                     f"{s - offset:.6f} s); frames must be in presentation order."
                 )
             last_s = s
-            d_rate.add(t)
+            d_rate.add(t, self._index_of(item))
             while nxt is not _END:
                 b_next = r_nxt - tol * (r_nxt - r_cur)
                 if s < b_next:
@@ -654,7 +672,7 @@ class StreamPairer(Generic[D, R]):
         ref_done = nxt is _END
         if not ref_done and self._drain:
             for rest in ref_it:
-                r_rate.add(float(self._time_of(rest)))
+                r_rate.add(float(self._time_of(rest)), self._index_of(rest))
                 ref_read += 1
             ref_done = True
         self.stats = PairingStats(
