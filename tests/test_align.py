@@ -231,6 +231,158 @@ def test_streaming_no_overlap_raises():
     assert pairer.stats.paired == 0 and pairer.stats.dist_after == 10
 
 
+EXPECTED_EQUAL_RATE = {
+    "equal rates": True,
+    "30 ref / 25 dist": False,
+    "25 ref / 30 dist": False,
+    "trimmed encode": True,
+    "leading frames": True,
+    "short reference": False,
+    "jitter": True,  # 29.97 with 1 ms jitter against 30000/1001 rounded to milliseconds
+    "single reference frame": None,
+}
+
+
+@pytest.mark.parametrize("name, dist_t, ref_t, offset", SCENARIOS, ids=[s[0] for s in SCENARIOS])
+def test_streaming_and_pure_agree_on_the_rates(name, dist_t, ref_t, offset):
+    pure = pair_by_time(dist_t, ref_t, offset)
+    pairer = pair_streams(CountingSource(dist_t), CountingSource(ref_t), offset)
+    list(pairer)
+    assert pure.stats.equal_rate is pairer.stats.equal_rate is EXPECTED_EQUAL_RATE[name]
+    assert pure.stats.conversion == pairer.stats.conversion
+    expected = {True: "equal rate", False: "unknown", None: "unknown"}[EXPECTED_EQUAL_RATE[name]]
+    assert pure.stats.conversion == expected  # no thumbnails: no convention to judge
+    assert pure.stats.picked_nearest == pure.stats.paired and pure.stats.compared == 0
+
+
+def test_rate_judgement_survives_rounding_and_a_dropped_frame():
+    i = np.arange(3000)
+    ms = np.round(i * 1001 / 30000, 3)
+    assert pair_by_time(i / 29.97, ms).stats.equal_rate
+    # A frame dropped early changes the mean gap by 1/N: still the same rate.
+    assert pair_by_time(np.delete(grid(40, 30), 3), grid(40, 30)).stats.equal_rate
+    # 30 and 29.97 fps are different rates once enough frames pin them down.
+    assert pair_by_time(grid(3000, 30000 / 1001), grid(3000, 30)).stats.equal_rate is False
+
+
+def _panning_thumbs(content_times) -> np.ndarray:
+    """float32 36x64 windows of a large random texture moving along a path that does not
+    repeat (cheap enough for thousands of frames)."""
+    rng = np.random.default_rng(11)
+    tex = rng.standard_normal((TH + 400, TW + 600))
+    for _ in range(4):
+        tex = (tex + sum(np.roll(tex, s, a) for s in (1, -1) for a in (0, 1))) / 5
+    tex = (0.5 + 0.15 * tex / tex.std()).astype(np.float32)
+    out = np.empty((len(content_times), TH, TW), np.float32)
+    for k, t in enumerate(content_times):
+        # Around an ellipse that breathes: always moving (>= 2 pixels per 1/25 s), and
+        # never back to the same place within the longest search.
+        angle = 0.4 * t + 0.3 * math.sin(0.11 * t)
+        x = round(300 + (250 + 40 * math.sin(0.07 * t)) * math.cos(angle))
+        y = round(200 + (160 + 30 * math.cos(0.05 * t)) * math.sin(angle))
+        out[k] = tex[y : y + TH, x : x + TW]
+    return out
+
+
+@dataclass(frozen=True)
+class Pic:
+    index: int
+    time: float
+    thumb: np.ndarray
+
+
+def _converted(rule, n_out: int, out_fps: float, in_fps: float = 25.0):
+    """Thumbnails of a conversion: output frame k shows source frame rule(k), after a
+    brightness/contrast change and noise (an encode)."""
+    source = [rule(k) for k in range(n_out)]
+    pics = 0.9 * _panning_thumbs(np.array(source) / in_fps) + 0.05
+    pics += np.random.default_rng(7).normal(0.0, 0.01, pics.shape)
+    return [Pic(k, k / out_fps, pics[k]) for k in range(n_out)], source
+
+
+def _source(n: int, fps: float = 25.0):
+    pics = _panning_thumbs(grid(n, fps))
+    return [Pic(j, j / fps, pics[j]) for j in range(n)]
+
+
+def _hold(k: int) -> int:
+    return math.floor(k * 25 / 30)
+
+
+def _nearest_earlier_on_tie(k: int) -> int:
+    return math.ceil(k * 25 / 30 - 0.5)
+
+
+def test_mixed_conversion_is_reported_and_followed():
+    # Sample-and-hold for the first half, nearest for the second.
+    dist, truth = _converted(lambda k: _hold(k) if k < 60 else _nearest_earlier_on_tie(k), 120, 30)
+    pairer = pair_streams(dist, _source(100))
+    pairs = [(d.index, r.index) for d, r in pairer]
+    assert [r for _, r in pairs] == truth[: len(pairs)] and len(pairs) >= 118
+    st = pairer.stats
+    assert st.conversion == "mixed" and st.split_rows >= 30
+    assert 0.3 < st.hold_share < 0.7 and st.split_hold + st.split_nearest == st.split_rows
+    assert st.picked_earlier > 0 and st.equal_rate is False
+
+
+def test_static_pictures_keep_the_time_rule():
+    still = _panning_thumbs([0.0])[0]
+    noise = np.random.default_rng(3).normal(0.0, 0.01, (165,) + still.shape)
+    dist = [Pic(k, k / 30, still + noise[k]) for k in range(90)]
+    ref = [Pic(j, j / 25, still + noise[90 + j]) for j in range(75)]
+    pairer = pair_streams(dist, ref)
+    got = [(d.index, r.index) for d, r in pairer]
+    by_time = pair_by_time([p.time for p in dist], [p.time for p in ref])
+    assert got == [tuple(p) for p in by_time.pairs.tolist()]
+    assert pairer.stats.conversion == "unknown" and pairer.stats.unclear == pairer.stats.compared
+    assert pairer.stats.compared > 0
+
+
+def test_picture_pairing_is_monotone_and_holds_three_reference_frames():
+    import weakref
+
+    class Frame:  # weak-referenceable, to count what the pairer still holds
+        def __init__(self, index, time, thumb):
+            self.index, self.time, self.thumb = index, time, thumb
+
+    alive: weakref.WeakSet = weakref.WeakSet()
+
+    def ref_source():
+        for p in _source(100):
+            frame = Frame(p.index, p.time, p.thumb)
+            alive.add(frame)
+            yield frame
+
+    dist, truth = _converted(_hold, 118, 30)
+    last = -1
+    for d, r in pair_streams(dist, ref_source()):
+        assert r.index >= last and r.index == truth[d.index]
+        last = r.index
+        del r  # reference counting frees what nothing holds: no gc pass needed
+        assert len(alive) <= 3  # the frame before, the one shown and the next
+    assert last == 97
+
+
+def test_pair_by_time_with_thumbnails_equals_streaming():
+    dist, truth = _converted(_hold, 110, 30)
+    ref = _source(92)
+    res = pair_by_time(
+        [p.time for p in dist],
+        [p.time for p in ref],
+        dist_thumbs=np.stack([p.thumb for p in dist]),
+        ref_thumbs=np.stack([p.thumb for p in ref]),
+    )
+    pairer = pair_streams(dist, ref)
+    assert [tuple(p) for p in res.pairs.tolist()] == [(d.index, r.index) for d, r in pairer]
+    assert res.stats == pairer.stats and res.stats.conversion == "sample-and-hold"
+    assert res.pairs[:, 1].tolist() == truth[: len(res.pairs)]
+    # Without thumbnails, or with matching off, the same call pairs by time.
+    plain = pair_by_time([p.time for p in dist], [p.time for p in ref])
+    assert not np.array_equal(plain.pairs, res.pairs)
+    off = pair_streams(dist, ref, match_pictures=False)
+    assert [(d.index, r.index) for d, r in off] == [tuple(p) for p in plain.pairs.tolist()]
+
+
 # ---------------------------------------------------------------- offset estimation
 
 
@@ -402,3 +554,45 @@ def test_decoded_clips_offset_and_streaming_pairs(trimmed_pair):
         pairs = [(d.index, r.index) for d, r in pairer]
     assert pairs == [(i, i + 12) for i in range(60)]
     assert pairer.stats.ref_before == 12 and pairer.stats.ref_after == 3
+
+
+# ---------------------------------------------------------------- offset search: limits
+
+
+def test_offset_search_memory_is_bounded_at_long_range():
+    tracemalloc = pytest.importorskip("tracemalloc")
+    fps, max_offset, window, shift = 60, 60.0, 10.0, 1407  # the encode starts 23.45 s in
+    n = int(search_span(window, max_offset) * fps) + 30
+    t = grid(n, fps)
+    ref = _panning_thumbs(t)
+    noise = np.random.default_rng(2).normal(0.0, 0.01, ref.shape).astype(np.float32)
+    dist = _panning_thumbs(t + shift / fps) + noise
+    tracemalloc.start()
+    try:
+        est = estimate_offset(dist, t, ref, t, max_offset=max_offset, window=window)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    _check_found(est, shift, fps)
+    assert est.candidate_offsets.size == 2 * 60 * 60 + 1
+    # Three N x N float64 matrices alone would be 3 x 4230^2 x 8 bytes = 430 MB.
+    assert peak < 80e6, f"peak {peak / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_tiny_clip_against_itself_is_offset_zero_with_low_confidence(n):
+    t = grid(n, 25)
+    th = thumbs(t)
+    est = estimate_offset(th, t, th, t)
+    assert est.offset_frames == 0 and est.offset_seconds == 0.0
+    assert est.ambiguous and est.confidence < LOW_CONFIDENCE
+    assert f"only {n} frames" in est.message and "--offset" in est.message
+    assert "static" not in est.message
+
+
+def test_tiny_encode_of_a_long_reference_is_located_but_unsure(ref30):
+    ref_t, ref_th = ref30
+    dist_t = grid(3, 30)
+    est = estimate_offset(thumbs(dist_t + 0.4, degrade=True), dist_t, ref_th, ref_t)
+    assert est.offset_frames == 12
+    assert est.ambiguous and "only 3 frames" in est.message
