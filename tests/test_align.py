@@ -535,7 +535,7 @@ def trimmed_pair(tmp_path_factory):
 
 def test_decoded_clips_offset_and_streaming_pairs(trimmed_pair):
     from topiq_video.video.color import luma_thumbnails
-    from topiq_video.video.decode import open_video
+    from topiq_video.video.reader import open_video
 
     dist_path, ref_path = trimmed_pair
     with open_video(dist_path) as reader:

@@ -16,7 +16,7 @@ import pytest
 
 from topiq_video.video.align import pair_by_time, pair_streams
 from topiq_video.video.color import luma_thumbnails
-from topiq_video.video.decode import open_video
+from topiq_video.video.reader import open_video
 
 SOURCE_FPS, N_SOURCE, WIDTH, HEIGHT, CRF = 25, 75, 160, 90, 18
 REQUIRED_SHARE = 0.97

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from av.video.reformatter import Interpolation
-from topiq_video.video.decode import open_video
+from topiq_video.video.reader import open_video
 
 from topiq_video.errors import InvalidInputError
 from topiq_video.metrics import psnr_y

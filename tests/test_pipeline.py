@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from ffmpeg_ref import ffmpeg_psnr_y, ffmpeg_ssim_y
-from topiq_video.video.decode import open_video
+from topiq_video.video.reader import open_video
 
 from topiq_video import pipeline
 from topiq_video.errors import InvalidInputError

@@ -336,8 +336,12 @@ def alignment_info(run: ScoringRun) -> Alignment | None:
             ref_after=stats.ref_after,
             ref_skipped=stats.ref_skipped,
             complete=stats.complete,
-            conversion=getattr(stats, "conversion", "unknown"),
-            conversion_counts=dict(getattr(stats, "conversion_counts", {}) or {}),
+            conversion=stats.conversion,
+            conversion_counts={
+                key: int(value)
+                for key, value in stats.conversion_summary().items()
+                if key != "conversion"
+            },
         )
     scaling, target = run.scaling()
     return Alignment(

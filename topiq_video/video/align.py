@@ -33,11 +33,10 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import numpy as np
 
 from topiq_video.errors import AlignmentError, InvalidInputError
+from topiq_video.pipeline.options import DEFAULT_MAX_OFFSET
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_OFFSET = 5.0
-"""Largest offset (seconds, either sign) that ``estimate_offset`` searches."""
 DEFAULT_SEARCH_WINDOW = 10.0
 """Seconds of common content compared for each candidate offset."""
 PAIR_TOLERANCE = 0.5
