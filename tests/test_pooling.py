@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,6 @@ from topiq_video.pooling import (
     MetricStats,
     RollingStats,
     StreamingSummary,
-    WorstFrame,
     pool,
     summarize,
 )
@@ -51,7 +51,7 @@ def test_summarize_matches_numpy_with_non_finite_values_counted() -> None:
     _check_against_numpy(stats, values)
     assert (stats.nan_count, stats.posinf_count, stats.neginf_count) == (3, 3, 3)
     assert stats.harmonic_mean is None  # values are not in (0, 1]
-    assert all(math.isfinite(v) for v in stats.to_dict().values() if v is not None)
+    assert all(math.isfinite(v) for v in asdict(stats).values() if v is not None)
 
 
 def test_harmonic_mean_only_for_unit_interval_metrics() -> None:
@@ -97,14 +97,14 @@ def test_pool_summary_and_scene_stats_match_slicing(frames_df: pd.DataFrame) -> 
         _check_against_numpy(result.summary[m], frames_df[m].to_numpy())
     assert len(result.scenes) == 3
     for scene_stats, (lo, hi) in zip(result.scenes, [(0, 58), (60, 180), (182, 258)], strict=True):
-        assert (scene_stats.scene.start_frame, scene_stats.scene.end_frame) == (lo, hi)
+        assert (scene_stats.start_frame, scene_stats.end_frame) == (lo, hi)
         part = frames_df[(frames_df.frame >= lo) & (frames_df.frame <= hi)]
         for m in metrics:
             _check_against_numpy(scene_stats.stats[m], part[m].to_numpy())
     # Worst scenes: ascending mean of finite values.
     for m in metrics:
         means = [s.stats[m].mean for s in result.scenes]
-        assert result.worst_scenes[m] == sorted(range(3), key=lambda i: means[i])
+        assert result.worst_scenes[m] == tuple(sorted(range(3), key=lambda i: means[i]))
 
 
 def test_pool_harmonic_mean_decided_per_metric(frames_df: pd.DataFrame) -> None:
@@ -126,13 +126,13 @@ def test_worst_frames_are_lowest_values_in_order(frames_df: pd.DataFrame) -> Non
     worst = result.worst_frames["psnr_y"]
     assert len(worst) == 5
     valid = frames_df[~frames_df["psnr_y"].isna()].sort_values("psnr_y", kind="stable")
-    expected = [
-        WorstFrame(int(r.frame), float(r.time), float(r.psnr_y)) for r in valid.head(5).itertuples()
+    assert [(w.frame, w.time, w.number) for w in worst] == [
+        (int(r.frame), float(r.time), float(r.psnr_y)) for r in valid.head(5).itertuples()
     ]
-    assert worst == expected
-    assert [w.value for w in worst[:3]] == [-np.inf] * 3  # -inf is the worst possible value
-    assert all(not math.isnan(w.value) for w in worst)
-    values = [w.value for w in worst]
+    # -inf is the worst possible value; JSON keeps it as a flag.
+    assert [(w.value, w.value_nonfinite) for w in worst[:3]] == [(None, "-inf")] * 3
+    assert all(not math.isnan(w.number) for w in worst)
+    values = [w.number for w in worst]
     assert values == sorted(values)
 
 
@@ -140,13 +140,13 @@ def test_per_second_groups_by_whole_second(frames_df: pd.DataFrame) -> None:
     scenes = scenes_from_cuts([], frames_df["frame"], frames_df["time"])
     per_second = pool(frames_df, ["psnr_y"], scenes).per_second
     seconds = np.floor(frames_df["time"]).astype(int)
-    assert list(per_second.index) == sorted(seconds.unique())
-    for second in per_second.index:
+    assert list(per_second.second) == sorted(seconds.unique())
+    for i, second in enumerate(per_second.second):
         values = frames_df.loc[seconds == second, "psnr_y"].to_numpy()
         finite = values[np.isfinite(values)]
-        assert per_second.loc[second, "psnr_y_mean"] == pytest.approx(finite.mean())
-        assert per_second.loc[second, "psnr_y_min"] == finite.min()
-        assert per_second.loc[second, "psnr_y_nonfinite"] == (~np.isfinite(values)).sum()
+        assert per_second.mean["psnr_y"][i] == pytest.approx(finite.mean())
+        assert per_second.min["psnr_y"][i] == finite.min()
+        assert per_second.nonfinite["psnr_y"][i] == (~np.isfinite(values)).sum()
 
 
 def test_pool_rejects_missing_columns(frames_df: pd.DataFrame) -> None:
