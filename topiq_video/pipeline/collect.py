@@ -340,7 +340,7 @@ def alignment_info(run: ScoringRun) -> Alignment | None:
             conversion_counts={
                 key: int(value)
                 for key, value in stats.conversion_summary().items()
-                if key != "conversion"
+                if key != "conversion" and value is not None
             },
         )
     scaling, target = run.scaling()
