@@ -53,7 +53,9 @@ def test_score_writes_table(clips, tmp_path, suffix):
     )
     assert result.exit_code == 0, result.output
     table = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".json": pd.read_json}[suffix](out)
-    assert list(table.columns)[:6] == ["frame", "time", "ref_frame", "ref_time", "psnr_y", "ssim_y"]
+    assert list(table.columns) == ["frame", "time", "ref_frame", "ref_time", "scene", "psnr_y"] + [
+        "ssim_y"
+    ]
     assert len(table) == 26
     assert (table["ref_frame"] - table["frame"] == 4).all()
     assert "offset +0.160 s (4 reference frames" in result.output
@@ -71,8 +73,8 @@ def test_score_csv_to_stdout_when_no_output(clips):
         "3",
     )
     assert result.exit_code == 0, result.output
-    assert "frame,time,ref_frame,ref_time,psnr_y" in result.output
-    assert "0,0.0,0,0.0,inf" in result.output  # identical frames: +inf, never a silent 100
+    assert "frame,time,ref_frame,ref_time,scene,psnr_y" in result.output
+    assert "0,0.0,0,0.0,0,inf" in result.output  # identical frames: +inf, never a silent 100
 
 
 def test_score_offline_metrics_need_no_weights(clips, monkeypatch):

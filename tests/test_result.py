@@ -163,7 +163,8 @@ def test_frames_table_round_trip(tmp_path, suffix):
         flags = back.pop("psnr_y_nonfinite")
         special = {"+inf": np.inf, "-inf": -np.inf, "nan": np.nan}
         back["psnr_y"] = [
-            special[f] if isinstance(f, str) else v for f, v in zip(flags, back["psnr_y"], strict=True)
+            special[f] if isinstance(f, str) else v
+            for f, v in zip(flags, back["psnr_y"], strict=True)
         ]
         back = back[frames.columns]
     else:

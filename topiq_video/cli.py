@@ -382,12 +382,9 @@ def _run_with_progress(
     from topiq_video.pipeline.collect import collect
 
     started = time.monotonic()
-    with (
-        _terminate_like_interrupt(),
-        tqdm(
-            total=run.expected_frames, unit="frame", desc=label, disable=None, dynamic_ncols=True
-        ) as bar,
-    ):
+    with tqdm(
+        total=run.expected_frames, unit="frame", desc=label, disable=None, dynamic_ncols=True
+    ) as bar:
         return collect(run, on_frame=lambda _row: bar.update(1), command=command, started=started)
 
 
@@ -664,7 +661,8 @@ def _all_nonfinite(stats: Any) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    cli.main(args=argv, prog_name="topiq-video")
+    with _terminate_like_interrupt():
+        cli.main(args=argv, prog_name="topiq-video")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import csv
 import io
 import logging
 import math
+import os
 import re
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from topiq_video.errors import InvalidInputError
+from topiq_video.files import describe_os_error
 from topiq_video.pipeline.options import DEFAULT_MIN_SCENE_LEN, DEFAULT_SCENE_THRESHOLD
 
 logger = logging.getLogger(__name__)
@@ -402,9 +404,24 @@ def load_cut_list(
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise InvalidInputError(f"cannot read cut list {path}: {exc}; check the path") from exc
+        raise InvalidInputError(
+            f"Cannot read the cut list {os.fsdecode(path)!r}: {describe_os_error(exc)}. Check "
+            "the path."
+        ) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"{os.fsdecode(path)!r} is not a text cut list (it holds bytes that are not UTF-8 "
+            "text). Pass PySceneDetect's CSV or a text file with one time or frame per line."
+        ) from exc
+    if "\0" in text:
+        raise InvalidInputError(
+            f"{os.fsdecode(path)!r} is not a text cut list (it holds binary data). Pass "
+            "PySceneDetect's CSV or a text file with one time or frame per line."
+        )
     to_frame = _TimeToFrame(fps, frame_times)
     if "Scene Number" in text and "Start Frame" in text:
         cuts = _parse_scenedetect_csv(path, text, to_frame)

@@ -254,16 +254,7 @@ class ScoringRun:
         self.has_ref = ref is not None
         self.metrics = resolve_metrics(opts.model, opts.metrics, self.has_ref)
         self._scale = parse_scale_to(opts.scale_to, opts.max_pixels)
-        self.models = self._load_models(models)
-        if self.models:
-            self.device = next(iter(self.models.values())).device
-        else:
-            from topiq_video.scoring import resolve_device
-
-            self.device = resolve_device(opts.device)
-        self.batch_size = opts.batch_size or min(
-            [m.batch_size for m in self.models.values()] or [DEFAULT_PIPELINE_BATCH]
-        )
+        self.models: dict[str, Any] = {}
         self.offset: OffsetEstimate | None = None
         self.pairing: PairingStats | None = None
         self.warnings: list[str] = []
@@ -289,11 +280,22 @@ class ScoringRun:
             )
         self._sources: dict[str, FrameSource] = {}
         try:
+            # Inputs first: a wrong path should not wait for a weights download.
             self._open_sources(dist, ref)
             self.file_cuts = self._load_cut_list()
+            self.models = self._load_models(models)
         except BaseException:
             self.close()
             raise
+        if self.models:
+            self.device = next(iter(self.models.values())).device
+        else:
+            from topiq_video.scoring import resolve_device
+
+            self.device = resolve_device(opts.device)
+        self.batch_size = opts.batch_size or min(
+            [m.batch_size for m in self.models.values()] or [DEFAULT_PIPELINE_BATCH]
+        )
 
     # -- set-up ------------------------------------------------------------------------
     def _load_models(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
