@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from av.video.reformatter import Interpolation
-from topiq_video.video.reader import open_video
 
 from topiq_video.errors import InvalidInputError
 from topiq_video.metrics import psnr_y
 from topiq_video.video.color import frames_to_luma, frames_to_rgb, luma_thumbnails
+from topiq_video.video.reader import open_video
 
 # swscale's default YUV->RGB path replicates chroma (nearest); ask it for interpolated
 # chroma and exact rounding so the reference is the conversion we aim to match.
