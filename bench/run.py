@@ -42,7 +42,9 @@ from bench.naive import NaiveResult, run_naive
 from bench.standin import write_standin_weights
 from topiq_video.model import load_model
 from topiq_video.model.cfanet import CFANet, cfanet_from_state_dict
-from topiq_video.pipeline.run import FrameSelection, ScoreOptions, ScoringRun, frames_table
+from topiq_video.pipeline.collect import collect
+from topiq_video.pipeline.options import FrameSelection, ScoreOptions
+from topiq_video.pipeline.run import ScoringRun
 from topiq_video.scoring import TopiqModel, resolve_device
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -129,7 +131,11 @@ def pipeline_pass(
     _reset_peak(device)
     start = time.perf_counter()
     run = ScoringRun(str(dist), None if ref is None else str(ref), options, models={name: model})
-    table = frames_table(list(run), run.metrics, ref is not None)
+    result, failure = collect(run)
+    if failure is not None:
+        raise failure
+    assert result is not None
+    table = result.frames
     _sync(device)
     seconds = time.perf_counter() - start
     return PassResult(table, seconds, _peak(device))
@@ -139,7 +145,10 @@ def offset_search_seconds(model: TopiqModel, dist: Path, ref: Path) -> float:
     """Time of the automatic offset search alone (ScoringRun set-up with offset='auto')."""
     name = model.info.name
     start = time.perf_counter()
-    ScoringRun(str(dist), str(ref), ScoreOptions(model=name, metrics=(name,)), models={name: model})
+    with ScoringRun(
+        str(dist), str(ref), ScoreOptions(model=name, metrics=(name,)), models={name: model}
+    ) as run:
+        run.align()
     return time.perf_counter() - start
 
 

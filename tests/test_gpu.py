@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from topiq_video.model import load_model
-from topiq_video.pipeline.run import score_video
+from topiq_video.pipeline.collect import score_video
 
 pytestmark = pytest.mark.gpu
 
@@ -43,8 +43,8 @@ def test_gpu_pipeline_matches_cpu(tmp_path, fr_checkpoint):
     ref = media.make_clip(tmp_path / "r.mp4", n_frames=6, width=160, height=96)
     dist = media.make_clip(tmp_path / "d.mp4", n_frames=6, width=160, height=96, crf=38)
     common = {"weights": str(fr_checkpoint), "offset": 0, "precision": "fp32"}
-    cpu = score_video(str(dist), str(ref), device="cpu", **common)
-    gpu = score_video(str(dist), str(ref), device="cuda", **common)
+    cpu = score_video(str(dist), str(ref), device="cpu", **common).frames
+    gpu = score_video(str(dist), str(ref), device="cuda", **common).frames
     assert np.allclose(cpu["topiq_fr"], gpu["topiq_fr"], atol=1e-4)
     assert np.allclose(cpu["psnr_y"], gpu["psnr_y"], atol=1e-6)
     assert np.allclose(cpu["ssim_y"], gpu["ssim_y"], atol=1e-6)

@@ -472,6 +472,12 @@ def test_feature_film_page(tmp_path, record_property, capsys):
     with capsys.disabled():
         print(f"\nfeature film: {n:,} frames rendered in {seconds:.2f} s, page {size_mb:.1f} MB")
     assert size_mb <= FEATURE_FILM["max_mb"]
+    # The result's own files: report.json stays small, the rows go to Parquet.
+    saved = result.save(tmp_path / "saved", csv=False)
+    json_mb = saved.json_path.stat().st_size / 1e6
+    with capsys.disabled():
+        print(f"feature film: report.json {json_mb:.1f} MB")
+    assert json_mb <= 10.0
 
     markup = path.read_text("utf-8")
     figures = figures_of(markup)

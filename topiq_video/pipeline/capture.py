@@ -119,7 +119,10 @@ class WorstFrameCapture:
         self.spacing = float(spacing)
         self.max_width = int(max_width)
         self.pool_size = max(MIN_POOL, POOL_FACTOR * self.per_metric)
+        # Distinct bad moments (at least `spacing` apart), and the plain worst frames that
+        # top the gallery up when a short video has too few distinct moments.
         self._pools: dict[str, list[_Candidate]] = {m: [] for m in metrics}
+        self._plain: dict[str, list[_Candidate]] = {m: [] for m in metrics}
 
     def _admits(self, pool: list[_Candidate], time: float, value: float) -> bool:
         if math.isnan(value):
@@ -130,6 +133,11 @@ class WorstFrameCapture:
         if len(pool) < self.pool_size:
             return True
         return value < max(c.value for c in pool)
+
+    def _admits_plain(self, plain: list[_Candidate], value: float) -> bool:
+        if math.isnan(value):
+            return False
+        return len(plain) < self.per_metric or value < max(c.value for c in plain)
 
     def offer(
         self,
@@ -145,12 +153,14 @@ class WorstFrameCapture:
         """Consider a batch's frames of ``metric``; (N, 3, H, W) pictures in [0, 1]."""
         if self.per_metric <= 0 or metric not in self._pools:
             return
-        pool = self._pools[metric]
+        pool, plain = self._pools[metric], self._plain[metric]
         order = np.argsort(np.asarray(values, dtype=np.float64), kind="stable")
         for i in order.tolist():
             value = float(values[i])
             t = float(times[i])
-            if not self._admits(pool, t, value):
+            spaced = self._admits(pool, t, value)
+            top = self._admits_plain(plain, value)
+            if not (spaced or top):
                 continue
             dist = _to_display(dist_rgb[i], self.max_width)
             ref = diff = None
@@ -172,17 +182,23 @@ class WorstFrameCapture:
                 width=int(dist.shape[-1]),
                 height=int(dist.shape[-2]),
             )
-            pool[:] = [c for c in pool if abs(c.time - t) >= self.spacing]
-            pool.append(candidate)
-            if len(pool) > self.pool_size:
-                pool.remove(max(pool, key=lambda c: (c.value, c.time)))
+            if spaced:
+                pool[:] = [c for c in pool if abs(c.time - t) >= self.spacing]
+                pool.append(candidate)
+                if len(pool) > self.pool_size:
+                    pool.remove(max(pool, key=lambda c: (c.value, c.time)))
+            if top:
+                plain.append(candidate)
+                if len(plain) > self.per_metric:
+                    plain.remove(max(plain, key=lambda c: (c.value, c.time)))
 
     def gallery(self) -> tuple[tuple[GalleryEntry, ...], dict[str, bytes]]:
         """The pictures to show, worst first per metric, and their JPEG files."""
         entries: list[GalleryEntry] = []
         images: dict[str, bytes] = {}
-        for metric, pool in self._pools.items():
-            pool = sorted(pool, key=lambda c: c.time)
+        for metric, spaced in self._pools.items():
+            unique = {c.frame: c for c in [*spaced, *self._plain[metric]]}
+            pool = sorted(unique.values(), key=lambda c: c.time)
             picked = pick_worst(
                 np.array([c.value for c in pool]),
                 np.array([c.time for c in pool]),

@@ -443,7 +443,7 @@ class ScoringRun:
         try:
             dist = self._sources["dist"]
             if self.has_ref:
-                self.offset = self._estimate_offset()
+                self.align()
             dist_frames = select_frames(self.options.selection, dist.frames())
             if self.has_ref:
                 pairs: Iterable[tuple[VideoFrame, VideoFrame | None]] = self._pairs(dist_frames)
@@ -455,7 +455,18 @@ class ScoringRun:
             if self._detector is not None:
                 self.cuts = list(self._detector.finish())
 
+    def align(self) -> OffsetEstimate:
+        """The offset between encode and source (searched on the first seconds of both when
+        the offset option is "auto"); done once, before scoring, also when called early."""
+        if self.offset is None:
+            if self._closed:
+                raise InvalidInputError("This ScoringRun was closed: make a new one.")
+            self.offset = self._estimate_offset()
+        return self.offset
+
     def _estimate_offset(self) -> OffsetEstimate:
+        if not self.has_ref:
+            raise InvalidInputError("Only a run with a reference has an offset to find.")
         opts = self.options
         ref_info = self.inputs["ref"]
         ref_duration = ref_info.frame_duration or 1.0 / 30
