@@ -482,3 +482,16 @@ def test_an_error_mid_run_keeps_every_scored_row(clips, monkeypatch):
     assert len(result.frames) == 16 and list(result.frames["frame"]) == list(range(16))
     assert result.interruption.kind == "error" and result.interruption.frames_scored == 16
     assert isinstance(err.value.__cause__, VideoError)
+
+
+def test_rotation_applied_to_one_side_is_named(tmp_path):
+    """A phone clip with rotation metadata against an unrotated source: the warning says
+    rotation, not just "resolutions differ"."""
+    ref = media.make_clip(tmp_path / "ref.mp4", n_frames=4, width=96, height=64)
+    dist = media.make_clip(tmp_path / "rot.mp4", n_frames=4, width=96, height=64, rotation=90)
+    result = score_video(dist, ref, metrics="psnr_y", offset=0)
+    assert result.report.inputs["dist"].rotation == 90
+    assert (result.report.inputs["dist"].width, result.report.inputs["dist"].height) == (64, 96)
+    warning = next(w for w in result.warnings if "Rotation" in w)
+    assert "distorted input by 90 degrees" in warning and "64x96 vs 96x64" in warning
+    assert not any(w.startswith("Resolutions differ") for w in result.warnings)
