@@ -6,8 +6,8 @@ The curated public API::
 
     model = tv.load_model("topiq_nr")             # weights: --weights > cache > download
     scores = model.score(rgb)                      # (N, 3, H, W) floats in [0, 1] -> (N,)
-    table = tv.score_video("enc.mp4", ref="src.mp4")   # per-frame DataFrame, metadata in .attrs
-    tv.build_report("enc.mp4", ref="src.mp4", out_dir="reports/enc")
+    result = tv.score_video("enc.mp4", ref="src.mp4")   # a ScoreResult; .frames is the table
+    result, saved = tv.build_report("enc.mp4", ref="src.mp4", out_dir="reports/enc")
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 from topiq_video.errors import (
     AlignmentError,
     InvalidInputError,
+    OutputError,
+    ScoringInterrupted,
+    Terminated,
     TopiqVideoError,
     VideoError,
     WeightsError,
@@ -36,7 +39,11 @@ _LAZY = {
     "ScoreOptions": "topiq_video.pipeline.options",
     "FrameSelection": "topiq_video.pipeline.options",
     "FrameScores": "topiq_video.pipeline.run",
+    "ScoreResult": "topiq_video.result",
+    "Report": "topiq_video.result",
+    "FrameSource": "topiq_video.video.source",
     "build_report": "topiq_video.report.build",
+    "render_report": "topiq_video.report.build",
     "probe": "topiq_video.video.probe",
     "open_video": "topiq_video.video.reader",
     "psnr_y": "topiq_video.metrics",
@@ -50,17 +57,16 @@ if TYPE_CHECKING:
     from topiq_video.metrics import psnr_y, ssim_y
     from topiq_video.model import load_model
     from topiq_video.model.registry import get_checkpoint, list_checkpoints
-    from topiq_video.pipeline.run import (
-        FrameScores,
-        FrameSelection,
-        ScoreOptions,
-        ScoringRun,
-        score_video,
-    )
+    from topiq_video.pipeline.collect import score_video
+    from topiq_video.pipeline.options import FrameSelection, ScoreOptions
+    from topiq_video.pipeline.run import FrameScores, ScoringRun
     from topiq_video.pooling import RollingStats, StreamingSummary, pool
-    from topiq_video.report.build import build_report
+    from topiq_video.report.build import build_report, render_report
+    from topiq_video.result import Report, ScoreResult
     from topiq_video.scoring import TopiqModel
-    from topiq_video.video.decode import open_video, probe
+    from topiq_video.video.probe import probe
+    from topiq_video.video.reader import open_video
+    from topiq_video.video.source import FrameSource
 
 
 def __getattr__(name: str) -> Any:
@@ -76,6 +82,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AlignmentError",
+    "FrameSource",
+    "OutputError",
+    "Report",
+    "ScoreResult",
+    "ScoringInterrupted",
+    "Terminated",
+    "render_report",
     "FrameScores",
     "FrameSelection",
     "InvalidInputError",
