@@ -21,7 +21,6 @@ from torchvision.io import encode_jpeg
 from topiq_video.pipeline.options import FrameSelection, ScoreOptions
 from topiq_video.result import (
     Alignment,
-    ColorDescription,
     DecodeSummary,
     FramesTable,
     GalleryEntry,
@@ -40,6 +39,7 @@ from topiq_video.result import (
     WorstFrame,
     nonfinite_flag,
 )
+from topiq_video.video.probe import ColorInfo
 
 FPS = 25.0
 PERCENTILES = (1, 5, 10, 50)
@@ -140,7 +140,7 @@ def make_input(
         start_time=0.0,
         duration=n_frames / fps,
         frame_count=n_frames,
-        color=ColorDescription("bt709", "tv", "bt709", "bt709", 8, guessed=False),
+        color=ColorInfo("bt709", "limited", "bt709", "bt709", 8, guessed=False),
         rotation=0,
         scan_type="progressive",
         is_vfr=False,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from topiq_video.errors import InvalidInputError
 from topiq_video.files import atomic_path, atomic_write_bytes, atomic_write_text
 from topiq_video.pipeline.options import ScoreOptions
+from topiq_video.video.probe import ColorInfo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,18 +58,6 @@ def nonfinite_flag(value: float) -> Nonfinite | None:
 
 
 # ---------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class ColorDescription:
-    """How code values became RGB (``guessed``: from the untagged-source rule)."""
-
-    matrix: str
-    range: str
-    transfer: str
-    primaries: str
-    bit_depth: int
-    guessed: bool
 
 
 @dataclass(frozen=True)
@@ -113,7 +102,7 @@ class InputInfo:
     start_time: float
     duration: float | None
     frame_count: int | None
-    color: ColorDescription
+    color: ColorInfo
     rotation: int
     scan_type: str
     is_vfr: bool | None

@@ -12,7 +12,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from topiq_video.pooling import pool
 from topiq_video.result import (
     FRAMES_FILE,
     Alignment,
-    ColorDescription,
     DecodeSummary,
     FramesTable,
     InputInfo,
@@ -253,7 +251,7 @@ def input_info(info: VideoInfo, stats: DecodeStats) -> InputInfo:
         start_time=info.start_time,
         duration=info.duration,
         frame_count=info.frame_count,
-        color=ColorDescription(**asdict(color)),
+        color=color,
         rotation=info.rotation,
         scan_type=info.scan_type,
         is_vfr=info.is_vfr,

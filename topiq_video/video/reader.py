@@ -25,9 +25,9 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
-from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import av
 import av.error
@@ -787,28 +787,10 @@ class PyAVSource:
         )
 
 
-def open_video(
-    source: str | Path,
-    *,
-    start: float | None = None,
-    duration: float | None = None,
-    timeout: float = DEFAULT_OPEN_TIMEOUT,
-    thumbnails: bool = False,
-    max_pixels: int | None = None,
-    queue_size: int = DEFAULT_QUEUE_SIZE,
-) -> PyAVSource:
-    """Open a file or URL for decoding; iterate it (once) for its frames."""
-    return PyAVSource(
-        source,
-        start=start,
-        duration=duration,
-        timeout=timeout,
-        thumbnails=thumbnails,
-        max_pixels=max_pixels,
-        queue_size=queue_size,
-    )
+def open_video(source: str | Path, **options: Any) -> PyAVSource:
+    """Open a file or URL for decoding (options: those of :class:`PyAVSource`); iterate it
+    (once) for its frames."""
+    return PyAVSource(source, **options)
 
 
-# Names kept for readers of this module.
 __all__ = ["PyAVSource", "frame_planes", "luma_thumbnail", "open_video", "rotate_planes"]
-_ = Fraction

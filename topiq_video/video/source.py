@@ -312,28 +312,13 @@ def video_stream(container: av.container.InputContainer, source: str) -> av.vide
     return container.streams.video[0]
 
 
-def open_source(
-    source: str | Path | FrameSource,
-    *,
-    start: float | None = None,
-    duration: float | None = None,
-    timeout: float = DEFAULT_OPEN_TIMEOUT,
-    thumbnails: bool = False,
-    max_pixels: int | None = None,
-) -> FrameSource:
-    """Open a file or URL for decoding (``start``/``duration`` in seconds of stream time).
-
-    A :class:`FrameSource` given instead is returned as it is (decoders made by tests).
-    """
+def open_source(source: str | Path | FrameSource, **options: Any) -> FrameSource:
+    """Open a file or URL for decoding (options: those of
+    :class:`~topiq_video.video.reader.PyAVSource`: ``start``, ``duration``, ``timeout``,
+    ``thumbnails``, ``max_pixels``). A :class:`FrameSource` given instead is returned as it
+    is (decoders made by tests)."""
     if isinstance(source, FrameSource):
         return source
     from topiq_video.video.reader import PyAVSource
 
-    return PyAVSource(
-        source,
-        start=start,
-        duration=duration,
-        timeout=timeout,
-        thumbnails=thumbnails,
-        max_pixels=max_pixels,
-    )
+    return PyAVSource(source, **options)
