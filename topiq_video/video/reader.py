@@ -23,8 +23,9 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -53,6 +54,7 @@ from topiq_video.video.probe import (
 from topiq_video.video.source import (
     _BLOCKING_SCHEMES,
     DEFAULT_OPEN_TIMEOUT,
+    AudioChunk,
     DecodeStats,
     FramePreview,
     VideoFrame,
@@ -226,6 +228,9 @@ class PyAVSource:
         thumbnails: bool = False,
         max_pixels: int | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        rtsp_transport: str = "tcp",
+        tap: Callable[[av.Packet], None] | None = None,
+        on_audio: Callable[[AudioChunk], None] | None = None,
     ) -> None:
         self.source = str(source)
         self._safe = show_source(source)
@@ -236,10 +241,17 @@ class PyAVSource:
         self._thumbnails = thumbnails
         self._max_pixels = max_pixels
         self._stop = threading.Event()
-        self._container = open_container(source, timeout=timeout, stop=self._stop)
+        self._container = open_container(
+            source, timeout=timeout, stop=self._stop, rtsp_transport=rtsp_transport
+        )
         try:
             self._info = describe(self._container, source)
             self._stream = self._container.streams.video[0]
+            self._tap = tap
+            self._on_audio = on_audio
+            audio = self._container.streams.audio
+            self._audio = audio[0] if audio and on_audio is not None else None
+            self._audio_start: int | None = None
             cc = self._stream.codec_context
             self._check_size(cc.width, cc.height)
             self._check_window()
@@ -456,8 +468,10 @@ class PyAVSource:
 
     # -- demuxing --------------------------------------------------------------------
     def _demux(self) -> Iterator[av.Packet]:
-        """The video stream's packets; a failure or an unasked-for end is recorded."""
-        packets = self._container.demux(self._stream)
+        """The video stream's packets; a failure or an unasked-for end is recorded. Every
+        packet read (audio too) passes the tap; audio is decoded for ``on_audio``."""
+        wanted = [self._stream] if self._audio is None else [self._stream, self._audio]
+        packets = self._container.demux(wanted)
         live = self._info.is_live
         while not self._stop.is_set():
             try:
@@ -475,7 +489,42 @@ class PyAVSource:
                     self._stats.connection_lost = message
                 self._demux_failed = True
                 return
+            if self._tap is not None:
+                self._tap(packet)
+            if self._audio is not None and packet.stream.index == self._audio.index:
+                self._decode_audio(packet)
+                continue
             yield packet
+
+    def _decode_audio(self, packet: av.Packet) -> None:
+        """Audio as mono float samples with their stream time, for level detectors."""
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            return  # audio damage does not stop the video
+        assert self._audio is not None and self._on_audio is not None
+        tb = Fraction(self._audio.time_base) if self._audio.time_base else None
+        for frame in frames:
+            if frame.pts is None or tb is None:
+                continue
+            if self._audio_start is None:
+                self._audio_start = frame.pts
+            samples = frame.to_ndarray()
+            if samples.dtype.kind in "iu":  # integer PCM: scale to [-1, 1]
+                samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
+            samples = samples.astype(np.float32, copy=False)
+            if frame.format.is_planar:
+                mono = samples.mean(axis=0)
+            else:
+                channels = len(frame.layout.channels)
+                mono = samples.reshape(-1, channels).mean(axis=1)
+            self._on_audio(
+                AudioChunk(
+                    time=float((frame.pts - self._audio_start) * tb),
+                    samples=mono,
+                    sample_rate=int(frame.sample_rate),
+                )
+            )
 
     def _judge_rate(self, packets: list[av.Packet]) -> None:
         """Frame duration and constant/variable rate from the first packets' timestamps
@@ -767,7 +816,10 @@ class PyAVSource:
                 self._report_truncation(last_index + 1, info.frame_count)
             return
         last_pts = self._positions.max_pts
-        if info.duration and info.fps and last_pts is not None:
+        # A container's duration covers all its streams (audio often outlasts the video):
+        # judge by it only when it is the video stream's own or the only stream's.
+        own_duration = self._stream.duration is not None or len(self._container.streams) == 1
+        if info.duration and info.fps and last_pts is not None and own_duration:
             # Containers disagree on whether duration counts from 0 or from the start
             # time, so accept either reading before calling the file short.
             frame_s = 1 / float(info.fps)

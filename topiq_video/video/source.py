@@ -80,6 +80,16 @@ class FramePreview:
     thumb: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class AudioChunk:
+    """Decoded audio as mono float samples in [-1, 1], ``time`` seconds from the audio
+    stream's start."""
+
+    time: float
+    samples: np.ndarray
+    sample_rate: int
+
+
 @dataclass
 class DecodeStats:
     """Running counts, updated by the decoding thread; read them after iteration."""
@@ -247,6 +257,7 @@ def open_container(
     *,
     timeout: float = DEFAULT_OPEN_TIMEOUT,
     stop: threading.Event | None = None,
+    rtsp_transport: str = "tcp",
 ) -> av.container.InputContainer:
     """Open ``source`` with PyAV for reading, with errors that say what to fix.
 
@@ -278,7 +289,7 @@ def open_container(
         # (all in microseconds); av.open's own timeout bounds it via the interrupt callback.
         options = {"rw_timeout": micro, "timeout": micro}
         if scheme.startswith("rtsp"):
-            options["rtsp_transport"] = "tcp"
+            options["rtsp_transport"] = rtsp_transport
         try:
             return av.open(src, options=options, **kwargs)
         except (av.error.FFmpegError, OSError) as exc:
