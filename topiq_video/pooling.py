@@ -338,9 +338,17 @@ class RollingStats:
                 f"{self._items[-1][0]}"
             )
         self._items.append((float(time), float(value)))
-        # Keep (time_now - window, time_now]: a window of exactly window_seconds.
-        while self._items and self._items[0][0] <= time - self.window_seconds:
+        self.advance(time)
+
+    def advance(self, now: float) -> None:
+        """Forget values older than the window at ``now`` (a quiet stream's window empties)."""
+        # Keep (now - window, now]: a window of exactly window_seconds.
+        while self._items and self._items[0][0] <= now - self.window_seconds:
             self._items.popleft()
+
+    def items(self) -> list[tuple[float, float]]:
+        """The (time, value) pairs in the window, oldest first."""
+        return list(self._items)
 
     def __len__(self) -> int:
         return len(self._items)

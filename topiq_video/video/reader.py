@@ -287,6 +287,11 @@ class PyAVSource:
         return self._stats
 
     @property
+    def has_audio(self) -> bool:
+        """True when audio is decoded for ``on_audio``."""
+        return self._audio is not None
+
+    @property
     def lookahead_cut(self) -> bool:
         """True when the lookahead stopped early to bound memory."""
         return self._lookahead_cut
