@@ -299,6 +299,18 @@ class GalleryEntry:
 
 
 @dataclass(frozen=True)
+class EventSpan:
+    """An alert episode of a monitored stream, on the report's time axis (seconds)."""
+
+    rule: str
+    start: float
+    end: float | None  # None: still raised when the report was made
+    value: float | None = None
+    threshold: float | None = None
+    evidence: str | None = None  # the bundle's folder, relative to the monitor's output
+
+
+@dataclass(frozen=True)
 class FramesTable:
     """Where the per-frame rows are: a Parquet file beside report.json."""
 
@@ -338,6 +350,7 @@ class Report:
     gallery: tuple[GalleryEntry, ...]
     frames: FramesTable
     credits: str | None = None
+    events: tuple[EventSpan, ...] = ()
     schema: Literal["topiq-video/report@2"] = SCHEMA_ID
 
     @property

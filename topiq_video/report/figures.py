@@ -38,6 +38,7 @@ NONFINITE_STRIPS_MAX = 400
 METRIC_COLORS = ("#2563eb", "#0f9d76", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d")
 WORST_COLOR = "#dc2626"
 INK = "#1f2933"
+EVENT_BAND_COLOR = "rgba(220, 38, 38, 0.12)"
 SCENE_BAND_COLOR = "rgba(100, 116, 139, 0.10)"
 POSINF_COLOR = "rgba(15, 157, 118, 0.55)"
 NOSCORE_COLOR = "rgba(100, 116, 139, 0.65)"
@@ -352,7 +353,26 @@ def timeline_figure(result: ScoreResult) -> Figure | None:
                 "layer": "below",
             }
         )
+    end_of_time = float(times[-1]) + step
+    for event in report.events:
+        shapes.append(
+            {
+                "type": "rect",
+                "xref": "x",
+                "yref": "paper",
+                "x0": event.start,
+                "x1": event.end if event.end is not None else end_of_time,
+                "y0": 0,
+                "y1": 1,
+                "fillcolor": EVENT_BAND_COLOR,
+                "line": {"width": 0},
+                "layer": "below",
+                "label": {"text": _label(event.rule), "textposition": "top left"},
+            }
+        )
     layout["shapes"] = shapes
+    if report.events:
+        notes.append(f"Red bands mark the {len(report.events)} alert episode(s) of this session.")
     if decimated:
         notes.insert(
             0,
