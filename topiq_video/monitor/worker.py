@@ -29,7 +29,6 @@ from topiq_video.monitor.config import RECONNECT_MAX_S, RECONNECT_MIN_S, StreamC
 from topiq_video.monitor.detectors import BlackDetector, FreezeDetector, SilenceDetector
 from topiq_video.monitor.scorer import Sample, Scored
 from topiq_video.monitor.state import (
-    DETECTORS,
     SPARKLINE_SECONDS,
     WINDOW_SECONDS,
     WINDOW_STATS,
@@ -106,10 +105,11 @@ class StreamWorker:
         # Per-connection state.
         self._wall_offset = 0.0  # wall time minus stream time, for this connection
         self._next_sample: float | None = None
+        # One detector each for the whole run: a reconnect ends their episodes (finish) and
+        # they start afresh on the new connection's clock, keeping their totals.
         self._freeze = FreezeDetector(min_duration=config.freeze_seconds)
         self._black = BlackDetector(min_duration=config.black_seconds)
         self._silence = SilenceDetector(min_duration=config.silence_seconds)
-        self._detector_totals = dict.fromkeys(DETECTORS, 0.0)
         # Kept for evidence and the session report (bounded).
         self._packets: deque[tuple[float, Any]] = deque()
         self._packet_bytes = 0
@@ -221,9 +221,6 @@ class StreamWorker:
     def _new_connection(self) -> None:
         with self._lock:
             self._next_sample = None
-            self._freeze = FreezeDetector(min_duration=self.config.freeze_seconds)
-            self._black = BlackDetector(min_duration=self.config.black_seconds)
-            self._silence = SilenceDetector(min_duration=self.config.silence_seconds)
 
     def _went_down(self, reason: str) -> None:
         now = time.time()
@@ -235,7 +232,7 @@ class StreamWorker:
                 self._down_since = now
             self._up = False
             self._connected_since = None
-            self._fold_detectors(now)
+            self._end_episodes()
 
     def _came_up(self, now: float) -> None:
         if self._down_since is not None:
@@ -254,7 +251,7 @@ class StreamWorker:
         with self._lock:
             self._ended = True
             self._up = False
-            self._fold_detectors(now)
+            self._end_episodes()
 
     def _add_counts(self, source: Any) -> None:
         stats = source.stats
@@ -277,7 +274,7 @@ class StreamWorker:
 
     def _on_audio(self, chunk: AudioChunk) -> None:
         with self._lock:
-            self._silence.update(chunk.time, chunk.samples, chunk.sample_rate)
+            self._silence.update(chunk.time, chunk.samples, chunk.sample_rate, channels=1)
             if self._info is not None and not self._info.has_audio:
                 self._info = StreamInfo(**{**self._info.__dict__, "has_audio": True})
 
@@ -313,8 +310,8 @@ class StreamWorker:
                 luma = luma[..., 1]
             bit_depth = frame.color.bit_depth
             full = frame.color.range == "full"
-            self._freeze.update(frame.time, luma, bit_depth)
-            self._black.update(frame.time, luma, bit_depth, full)
+            self._freeze.update(frame.time, luma, bit_depth=bit_depth)
+            self._black.update(frame.time, luma, bit_depth=bit_depth, full_range=full)
             due = self._next_sample is None or frame.time + 1e-6 >= self._next_sample
             if due:
                 step = 1.0 / self.config.score_fps
@@ -353,12 +350,10 @@ class StreamWorker:
             self._counts["frames_skipped"] += 1
 
     # -- what the outside reads -------------------------------------------------------
-    def _fold_detectors(self, now: float) -> None:
-        """Close the detectors' open episodes when the stream goes away."""
-        for name, detector in self._detectors().items():
-            self._detector_totals[name] += detector.total_seconds
-            detector.finish(detector.last_time)
-            self._detector_totals[name] -= 0.0
+    def _end_episodes(self) -> None:
+        """The stream went away: what the detectors saw ends where it was last seen."""
+        for detector in self._detectors().values():
+            detector.finish()
 
     def _detectors(self) -> dict[str, Any]:
         return {"freeze": self._freeze, "black": self._black, "silence": self._silence}
@@ -398,9 +393,7 @@ class StreamWorker:
             five = self._windows["5m"]
             sparkline = tuple((t, v) for t, v in five.items() if now - t <= SPARKLINE_SECONDS)
             detectors = self._detectors()
-            totals = {
-                name: self._detector_totals[name] + d.total_seconds for name, d in detectors.items()
-            }
+            totals = {name: d.total_seconds for name, d in detectors.items()}
             fps = None
             if len(self._frame_walls) >= 2:
                 span = self._frame_walls[-1] - self._frame_walls[0]
