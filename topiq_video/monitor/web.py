@@ -132,6 +132,14 @@ class MonitorServer:
         return self._port
 
     @property
+    def address(self) -> tuple[str, int] | None:
+        """The (host, port) the socket is bound to while serving, else None."""
+        if self._httpd is None:
+            return None
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self._port}/"
@@ -168,6 +176,7 @@ class MonitorServer:
             return
         httpd.shutdown()
         httpd.server_close()
+        httpd.close_connections()
         if thread is not None:
             thread.join(timeout=5)
 
@@ -376,6 +385,26 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client never holds the process open
     monitor: MonitorServer
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def track(self, connection: socket.socket, *, open_: bool) -> None:
+        with self._connections_lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        """End the kept-alive connections too: once stopped, nothing is answered."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # The default prints a traceback to stderr; route it through logging instead.
         logger.debug("connection from %s failed", client_address, exc_info=True)
@@ -393,6 +422,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return self.server_version
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, open_=True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, open_=False)
+        super().finish()
 
     def do_GET(self) -> None:
         self._dispatch(head=False)
