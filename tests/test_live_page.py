@@ -371,6 +371,7 @@ def card(name: str) -> str:
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # about 9 s: it waits for real 2-second refreshes
 @needs_browser
 def test_live_page_in_headless_chromium(tmp_path: Path) -> None:
     live = LiveStreams()
