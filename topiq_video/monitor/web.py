@@ -122,7 +122,7 @@ class MonitorServer:
         self.title = title
         self.snapshots = snapshots
         self.exporter = exporter if exporter is not None else Exporter(snapshots)
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._loopback_only = _is_loopback(host)
 
