@@ -410,6 +410,22 @@ def test_clock_going_back_ends_the_episode_at_the_last_frame() -> None:
     assert not detector.active
 
 
+def test_timestamp_jitter_is_no_new_stream() -> None:
+    """Steps back of a few samples or milliseconds (rounded pts) continue the episode."""
+    silence = SilenceDetector(min_duration=1.0)
+    chunk = np.zeros((1, RATE // 10), np.float32)  # 0.1 s
+    for i in range(20):
+        assert silence.update(i * 0.1 - (0.00002 if i % 2 else 0.0), chunk, RATE) == (
+            [Episode("silence", 0.0, None, 0.0)] if i == 9 else []
+        )
+    assert silence.active_since == 0.0
+    freeze = FreezeDetector(min_duration=1.0)
+    plane = np.zeros((8, 8), np.uint8)
+    for i in range(30):
+        freeze.update(i * 0.1 - (0.01 if i == 12 else 0.0), plane)
+    assert freeze.active and freeze.active_since == 0.0
+
+
 def test_picture_size_change_restarts_the_reference() -> None:
     detector = FreezeDetector(min_duration=0.5)
     for i in range(10):

@@ -30,8 +30,9 @@ How each follows FFmpeg (``freezedetect``, ``blackdetect``, ``silencedetect``):
   it ends at the first loud sample.
 
 Times are the caller's clock in seconds (stream presentation time, or wall-clock time); the
-detectors only compare and subtract them. A clock that goes backwards, or a picture whose size
-changes, ends any active episode and starts afresh, as a graph reconfiguration would.
+detectors only compare and subtract them. A clock that jumps back (more than
+``CLOCK_BACK_TOLERANCE``), or a picture whose size changes, ends any active episode and starts
+afresh, as a graph reconfiguration would; a smaller step back counts as no time passing.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ DEFAULT_SILENCE_MIN_DURATION = 5.0
 
 TIME_EPSILON = 1e-6
 """FFmpeg compares durations in microseconds; float times get this much slack."""
+CLOCK_BACK_TOLERANCE = 0.5
+"""A time this far (seconds) before the last one starts afresh; less is timestamp jitter."""
 
 FREEZE = "freeze"
 BLACK = "black"
@@ -146,6 +149,19 @@ class Detector:
             raise InvalidInputError(f"time must be a finite number of seconds, got {time!r}")
         return time
 
+    def _advance(self, time: float) -> tuple[float, list[Episode]]:
+        """The checked time of the next input, and what a jump back ended: back by more than
+        CLOCK_BACK_TOLERANCE is a new stream (end what was, start afresh); a smaller step back
+        is timestamp jitter and counts as no time passing."""
+        time = self._check_time(time)
+        last = self._last_time
+        if last is None or time >= last:
+            return time, []
+        if last - time > CLOCK_BACK_TOLERANCE:
+            logger.debug("%s detector: the clock went back from %s to %s", self.kind, last, time)
+            return time, self.finish(last)
+        return last, []
+
     def finish(self, time: float | None = None) -> list[Episode]:
         """End the feed at ``time`` (default: the last time seen): a condition that has
         lasted ``min_duration`` by then is reported, an active episode ends there. The next
@@ -228,23 +244,16 @@ class FreezeDetector(Detector):
     ) -> list[Episode]:
         """Feed one frame: its time in seconds and its luma plane (uint8, or uint16 with
         ``bit_depth``). ``chroma``: the other planes, to pool them in as FFmpeg does."""
-        time = self._check_time(time)
         depth = _check_plane(luma, bit_depth, "luma")
         for plane in chroma:
             if _check_plane(plane, bit_depth, "chroma plane") != depth:
                 raise InvalidInputError("chroma planes must have the luma plane's dtype")
         planes = (luma, *chroma)
         layout = (depth, tuple(p.shape for p in planes))
-        out: list[Episode] = []
-        last = self._last_time
-        if self._reference is not None and last is not None:
-            if time < last:
-                # The clock went back (a new stream): end what was at the last frame, restart.
-                logger.debug("freeze detector: time went back from %s to %s", last, time)
-                out += self.finish(last)
-            elif layout != self._layout:
-                # A new picture size or format: the old reference means nothing now.
-                out += self.finish(time)
+        time, out = self._advance(time)
+        if self._reference is not None and layout != self._layout:
+            # A new picture size or format: the old reference means nothing now.
+            out += self.finish(time)
         if self._reference is None:
             self._layout = layout
             self._step = self._step_for(luma)
@@ -341,13 +350,10 @@ class BlackDetector(Detector):
         """Feed one frame: its time, its luma plane (uint8, or uint16 with ``bit_depth``) and
         its range (``full_range=True`` for full/JPEG range, as the frame's tag or a yuvj
         format says; limited otherwise, as blackdetect assumes)."""
-        time = self._check_time(time)
         depth = _check_plane(luma, bit_depth, "luma")
-        out: list[Episode] = []
-        if self._last_time is not None and time < self._last_time:
-            out += self.finish(self._last_time)
+        time, out = self._advance(time)
         threshold = black_pixel_threshold(self.pixel_threshold, depth, full_range)
-        ratio = np.count_nonzero(luma <= threshold) / luma.size
+        ratio = int(np.count_nonzero(luma <= threshold)) / luma.size
         self.last_ratio = ratio
         black = ratio >= self.picture_ratio
         self._last_time = time
@@ -422,7 +428,6 @@ class SilenceDetector(Detector):
         ``(1, n * channels)``) with ``channels`` given. Float samples have full scale 1;
         int16 and int32 samples their type's maximum.
         """
-        time = self._check_time(time)
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
             raise InvalidInputError(f"sample_rate must be an integer (Hz), got {sample_rate!r}")
         if sample_rate <= 0:
@@ -430,9 +435,7 @@ class SilenceDetector(Detector):
         rate = int(sample_rate)
         planar = self._planar(samples, channels)
         n = planar.shape[1]
-        out: list[Episode] = []
-        if self._last_time is not None and time < self._last_time - TIME_EPSILON:
-            out += self.finish(self._last_time)
+        time, out = self._advance(time)
         if self._rate is not None and rate != self._rate:
             # FFmpeg rescales the silent-sample count to the new rate.
             self._run_samples = self._run_samples * rate // self._rate
