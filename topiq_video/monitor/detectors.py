@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from topiq_video.errors import InvalidInputError
+from topiq_video.monitor.state import DETECTORS
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ TIME_EPSILON = 1e-6
 CLOCK_BACK_TOLERANCE = 0.5
 """A time this far (seconds) before the last one starts afresh; less is timestamp jitter."""
 
-FREEZE = "freeze"
-BLACK = "black"
-SILENCE = "silence"
+FREEZE, BLACK, SILENCE = DETECTORS  # the episode kinds, as the snapshot names them
 
 _INT_FULL_SCALE = {np.dtype(np.int16): 32767.0, np.dtype(np.int32): 2147483647.0}
 
