@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -29,6 +30,16 @@ from topiq_video.model.registry import (
     CheckpointInfo,
     get_checkpoint,
     list_checkpoints,
+)
+from topiq_video.monitor.config import (
+    DEFAULT_FREEZE_SECONDS,
+    DEFAULT_LISTEN,
+    DEFAULT_MONITOR_MODEL,
+    DEFAULT_OUT_DIR,
+    DEFAULT_RTSP_TRANSPORT,
+    DEFAULT_SCORE_FPS,
+    DEFAULT_STALL_SECONDS,
+    RTSP_TRANSPORTS,
 )
 from topiq_video.pipeline.options import (
     DEFAULT_BATCH_SIZE_CPU,
@@ -566,6 +577,119 @@ def render_cmd(report_json: str, output_dir: str | None) -> None:
     from topiq_video.report.build import render_report
 
     click.echo(f"Wrote {render_report(report_json, output_dir)}")
+
+
+# ---------------------------------------------------------------------------- monitor
+
+
+@cli.command("monitor")
+@click.argument("sources", nargs=-1)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="TOML file with [monitor] settings and [[stream]] entries (name, url, model, "
+    "thresholds, [[stream.rule]] alert rules).",
+)
+@click.option(
+    "--model", default=None, help=f"No-reference checkpoint. Default: {DEFAULT_MONITOR_MODEL}."
+)
+@click.option("--weights", type=click.Path(dir_okay=False), help="Local checkpoint file.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N. Default: cuda if available.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help=f"Folder for per-second rows, evidence and session reports. Default: {DEFAULT_OUT_DIR}",
+)
+@click.option(
+    "--listen",
+    default=None,
+    help=f"HOST:PORT for /metrics, the live page and /api/streams. Default: {DEFAULT_LISTEN} "
+    "(loopback; listen on other addresses only where the network is trusted).",
+)
+@click.option(
+    "--score-fps",
+    type=float,
+    default=None,
+    help=f"TOPIQ samples per second and stream. Default: {DEFAULT_SCORE_FPS:g}.",
+)
+@click.option(
+    "--freeze-seconds",
+    type=float,
+    default=None,
+    help=f"Unchanged picture this long is a freeze. Default: {DEFAULT_FREEZE_SECONDS:g}.",
+)
+@click.option(
+    "--stall-seconds",
+    type=float,
+    default=None,
+    help=f"No frame this long is an outage (then reconnect). Default: {DEFAULT_STALL_SECONDS:g}.",
+)
+@click.option(
+    "--rtsp-transport",
+    type=click.Choice(RTSP_TRANSPORTS),
+    default=None,
+    help=f"Default: {DEFAULT_RTSP_TRANSPORT}.",
+)
+@click.option("--realtime", is_flag=True, help="Play files at their own frame rate, as if live.")
+@click.option("--loop", is_flag=True, help="With --realtime: start files again at their end.")
+@click.option(
+    "--events",
+    "events_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append events (JSON lines) to this file. Default: standard output.",
+)
+@click.option("--webhook", default=None, help="POST every event (JSON) to this http(s) URL.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds (default: run until stopped).",
+)
+def monitor_cmd(
+    sources: tuple[str, ...],
+    config_file: str | None,
+    realtime: bool,
+    loop: bool,
+    duration: float | None,
+    **settings: Any,
+) -> None:
+    """Watch live streams: TOPIQ-NR scores, freeze/black/silence/outage, alerts, metrics.
+
+    SOURCES are URLs (rtsp://, udp://, rtp://, http(s):// and live HLS, rtmp://) or files
+    (with --realtime). Ctrl-C or SIGTERM stops it: rows and events are flushed and a
+    session report is written per stream before it exits with status 0.
+    """
+    from topiq_video.monitor.config import build_config, load_config, with_streams
+    from topiq_video.monitor.service import Monitor
+
+    overrides = {k: v for k, v in settings.items() if v is not None}
+    if config_file is not None:
+        config = load_config(config_file, overrides)
+        if sources:
+            extra = build_config(list(sources), overrides)
+            config = replace(config, streams=config.streams + extra.streams)
+    else:
+        config = build_config(list(sources), overrides)
+    if realtime or loop:
+        config = with_streams(config, realtime=True, loop=loop)
+    monitor = Monitor(config, command=["topiq-video", *sys.argv[1:]])
+    try:
+        monitor.start()
+        click.echo(f"Monitoring {len(config.streams)} stream(s): {monitor.url}", err=True)
+        monitor.run(duration)
+    except KeyboardInterrupt:
+        click.echo("Stopping: writing rows, events and session reports.", err=True)
+    finally:
+        reports = monitor.stop()
+    for folder in reports:
+        click.echo(f"Session report: {folder / 'report.html'}", err=True)
 
 
 # ---------------------------------------------------------------------------- printing

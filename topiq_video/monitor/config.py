@@ -33,7 +33,6 @@ from typing import Any
 
 from topiq_video.errors import InvalidInputError
 from topiq_video.files import describe_os_error
-from topiq_video.video.source import redact_source
 
 DEFAULT_LISTEN = "127.0.0.1:9800"
 """Where /metrics, the live page and /api/streams are served: loopback unless asked."""
@@ -135,6 +134,8 @@ def stream_name(url: str, taken: Sequence[str] = ()) -> str:
     """A name for a stream given only by URL: its host and last path part, masked and
     made safe for file names and labels, unique among ``taken``."""
     from urllib.parse import urlsplit
+
+    from topiq_video.video.source import redact_source
 
     parts = urlsplit(redact_source(url))
     stem = Path(parts.path).stem if parts.path else ""

@@ -32,7 +32,7 @@ from topiq_video.monitor.alerts import (
 )
 from topiq_video.monitor.config import MonitorConfig, parse_listen
 from topiq_video.monitor.evidence import POST_ROLL_S, PRE_ROLL_S, bundle_folder, write_bundle
-from topiq_video.monitor.scorer import Sample, Scored, SharedScorer
+from topiq_video.monitor.scorer import Sample, SharedScorer
 from topiq_video.monitor.session import session_result, write_session
 from topiq_video.monitor.state import StreamSnapshot
 from topiq_video.monitor.store import RowStore, load_rows
@@ -167,11 +167,7 @@ class Monitor:
             self._recent[worker.name].append(row)
             snap = worker.snapshot(now)
             stall = worker.config.stall_seconds
-            if (
-                snap.up
-                and snap.last_frame_time is not None
-                and now - snap.last_frame_time > stall
-            ):
+            if snap.up and snap.last_frame_time is not None and now - snap.last_frame_time > stall:
                 worker.force_reconnect(f"no frame for {now - snap.last_frame_time:.1f} s")
             engine = self._engines[worker.name]
             for event in engine.update(now, worker.signals(now), worker.signal_starts(now)):
@@ -268,7 +264,9 @@ class Monitor:
                     command=self._command,
                 )
                 if result is not None:
-                    reports.append(write_session(result, worker.folder(self.out_dir), self.started).out_dir)
+                    reports.append(
+                        write_session(result, worker.folder(self.out_dir), self.started).out_dir
+                    )
             except Exception as exc:
                 logger.error("Could not write the session report of %s: %s", worker.name, exc)
         if self._server is not None:
@@ -308,6 +306,3 @@ def monitor_streams(
     finally:
         reports = monitor.stop()
     return reports
-
-
-

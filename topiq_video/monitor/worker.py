@@ -82,7 +82,7 @@ class StreamWorker:
         self._up = False
         self._ended = False  # a file (not live, not looping) played to its end
         self._connected_since: float | None = None
-        self._down_since: float | None = self.started_at
+        self._down_since: float | None = None  # set when a connection failed or was lost
         self._outage_done = 0.0
         self._last_frame_wall: float | None = None
         self._last_error: str | None = None
@@ -247,7 +247,6 @@ class StreamWorker:
         self._last_error = None
 
     def _finished(self) -> None:
-        now = time.time()
         with self._lock:
             self._ended = True
             self._up = False
@@ -310,7 +309,9 @@ class StreamWorker:
                 luma = luma[..., 1]
             bit_depth = frame.color.bit_depth
             full = frame.color.range == "full"
-            self._freeze.update(frame.time, luma, bit_depth=bit_depth)
+            # Chroma counts too, as in freezedetect (an encoder may refine luma alone).
+            chroma = frame.planes[1:] if frame.planes[0].ndim == 2 else ()
+            self._freeze.update(frame.time, luma, bit_depth=bit_depth, chroma=chroma)
             self._black.update(frame.time, luma, bit_depth=bit_depth, full_range=full)
             due = self._next_sample is None or frame.time + 1e-6 >= self._next_sample
             if due:
@@ -363,20 +364,33 @@ class StreamWorker:
         return self._outage_done + ongoing
 
     def signals(self, now: float) -> dict[str, float | bool | None]:
-        """The values alert rules look at."""
+        """The values alert rules look at (detectors say nothing while the stream is down)."""
         with self._lock:
             out: dict[str, float | bool | None] = {
-                "outage": not self._up and not self._ended,
+                # Connecting for the first time is not an outage; losing the stream is.
+                "outage": self._down_since is not None and not self._ended,
                 "score": self._score,
             }
             for name, detector in self._detectors().items():
-                out[name] = bool(detector.active)
+                out[name] = bool(detector.active) if self._up else None
             for label, window in self._windows.items():
                 window.advance(now)
                 stats = window.result()
                 for stat in WINDOW_STATS:
                     out[f"score.{label}.{stat}"] = getattr(stats, stat)
             return out
+
+    def signal_starts(self, now: float) -> dict[str, float | None]:
+        """Wall-clock starts of the detectors' active episodes (they are back-dated to where
+        the condition began, on the stream's clock)."""
+        with self._lock:
+            starts: dict[str, float | None] = {}
+            for name, detector in self._detectors().items():
+                since, last = detector.active_since, detector.last_time
+                starts[name] = None if since is None or last is None else now - (last - since)
+            if self._down_since is not None and not self._up:
+                starts["outage"] = self._down_since
+            return starts
 
     def set_alerts(self, alerts: tuple[ActiveAlert, ...]) -> None:
         with self._lock:
