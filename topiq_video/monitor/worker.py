@@ -253,10 +253,28 @@ class StreamWorker:
             self._end_episodes()
 
     def _add_counts(self, source: Any) -> None:
-        stats = source.stats
+        """Fold a finished connection's decode counts into the totals."""
         with self._lock:
-            self._counts["decode_errors"] += stats.decode_errors + stats.corrupt_frames
-            self._counts["lost_frames"] += stats.lost_frames
+            for key, value in self._source_counts(source).items():
+                self._counts[key] += value
+            self._source = None
+
+    @staticmethod
+    def _source_counts(source: Any) -> dict[str, int]:
+        stats = source.stats
+        return {
+            "decode_errors": stats.decode_errors + stats.corrupt_frames,
+            "lost_frames": stats.lost_frames,
+        }
+
+    def _live_counts(self) -> dict[str, int]:
+        """The totals, the current connection's decode counts included."""
+        counts = dict(self._counts)
+        source = self._source
+        if source is not None:
+            for key, value in self._source_counts(source).items():
+                counts[key] += value
+        return counts
 
     # -- per frame, per packet, per audio chunk --------------------------------------
     def _on_packet(self, packet: Any) -> None:
@@ -424,7 +442,7 @@ class StreamWorker:
                 detectors={name: bool(d.active) for name, d in detectors.items()},
                 alerts=self._alerts,
                 counters=StreamCounters(
-                    **self._counts,
+                    **self._live_counts(),
                     outage_seconds=self._outage_seconds(now),
                     freeze_seconds=totals["freeze"],
                     black_seconds=totals["black"],
@@ -442,8 +460,9 @@ class StreamWorker:
         snap = self.snapshot(now)
         with self._lock:
             scores, self._second_scores = self._second_scores, []
-            deltas = {k: v - self._last_row_counts[k] for k, v in self._counts.items()}
-            self._last_row_counts = dict(self._counts)
+            counts = self._live_counts()
+            deltas = {k: v - self._last_row_counts[k] for k, v in counts.items()}
+            self._last_row_counts = counts
         row: dict[str, Any] = {
             "time": now,
             "stream": self.name,
