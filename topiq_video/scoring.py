@@ -32,7 +32,10 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_PRECISION_CPU = "fp32"
 DEFAULT_PRECISION_CUDA = "fp16"
-DEFAULT_BATCH_SIZE_CPU = 4
+# Batching does not pay on a CPU: one frame at a time was the fastest per frame at 360p and
+# 720p, NR and FR, in bench/cpu_batch.py (batch 4 up to 1.3x slower), and it is never slower
+# than the reference implementation's per-frame loop.
+DEFAULT_BATCH_SIZE_CPU = 1
 DEFAULT_BATCH_SIZE_CUDA = 16
 # Frames decoded and converted from YUV can land a hair outside [0, 1]; clamp those,
 # reject anything further off (usually 0..255 data that was not divided by 255).
