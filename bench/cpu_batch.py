@@ -19,6 +19,7 @@ quality.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -34,8 +35,7 @@ from bench.clips import ClipSpec, SceneGenerator, parse_size
 from bench.run import STANDIN_NOTE, environment
 from bench.standin import write_standin_weights
 from topiq_video.model import load_model
-from topiq_video.model.cfanet import CFANet, cfanet_from_state_dict
-from topiq_video.model.weights import load_state_dict
+from topiq_video.model.cfanet import CFANet
 from topiq_video.scoring import TopiqModel
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -259,9 +259,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         weights = write_standin_weights(args.work_dir / f"standin_{mode}.pth", mode == "fr")
         model = load_model(MODEL_NAMES[mode], weights=weights, device="cpu", precision="fp32")
         # The naive network is its own copy in the default (contiguous) memory format.
-        state = load_state_dict(weights, model.info)
-        naive_net = cfanet_from_state_dict(state, use_ref=mode == "fr").eval()
-        del state
+        naive_net = copy.deepcopy(model.network).to(memory_format=torch.contiguous_format)
         for size in sizes:
             cases.append(run_case(mode, size, model, naive_net, batch_sizes, threads, frames, reps))
     results: dict[str, Any] = {
