@@ -116,3 +116,77 @@ def test_clip_content_is_deterministic_moving_and_textured() -> None:
     # Texture, not flat regions: neighbouring pixels differ on average.
     assert np.abs(np.diff(first, axis=1)).mean() > 2
     assert np.abs(a[2].astype(np.float64) - first).mean() > 5
+
+
+# --------------------------------------------------------------------------- bench.cpu_batch
+
+
+@pytest.fixture(scope="module")
+def cpu_batch(
+    tmp_path_factory: pytest.TempPathFactory, nr_checkpoint: Path, fr_checkpoint: Path
+) -> tuple[dict, str]:
+    work = tmp_path_factory.mktemp("cpu_batch")
+    # The session's stand-ins follow bench/standin.py's recipe: reuse them, do not rewrite.
+    (work / "standin_nr.pth").symlink_to(nr_checkpoint)
+    (work / "standin_fr.pth").symlink_to(fr_checkpoint)
+    out = work / "cpu_batch.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "bench.cpu_batch", "--smoke", "--work-dir", str(work),
+           "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_cpu_batch_smoke_times_every_variant_interleaved(cpu_batch: tuple[dict, str]) -> None:
+    results, stdout = cpu_batch
+    config = results["config"]
+    assert config["smoke"] is True and config["threads"] == [1]
+    names = ["naive"] + [f"score_b{b}" for b in config["batch_sizes"]]
+    assert config["batch_sizes"] == [1, 2]
+    cases = {(c["mode"], c["size"]): c for c in results["cases"]}
+    assert set(cases) == {("nr", "64x48"), ("fr", "64x48")}
+    for case in cases.values():
+        assert list(case["variants"]) == names
+        naive_median = case["variants"]["naive"]["median_seconds_per_frame"]
+        for variant in case["variants"].values():
+            samples = variant["seconds_per_frame"]
+            assert len(samples) == config["reps"] == 2 and min(samples) > 0
+            assert variant["median_seconds_per_frame"] == pytest.approx(np.median(samples))
+            assert variant["ratio_to_naive"] == pytest.approx(
+                variant["median_seconds_per_frame"] / naive_median
+            )
+            # Batched and per-frame scoring of the same frames agree (fp32 both ways).
+            assert variant["max_abs_diff_vs_naive"] <= 1e-4
+        # Interleaved: every repetition runs each variant once, starting somewhere else.
+        order = case["order"]
+        blocks = [order[i : i + len(names)] for i in range(0, len(order), len(names))]
+        assert len(blocks) == 2 and all(sorted(b) == sorted(names) for b in blocks)
+        assert blocks[0][0] != blocks[1][0]
+    assert results["recommended_batch_size_cpu"] in config["batch_sizes"]
+    assert "stand-in" in results["note"]
+    rows = [line for line in stdout.splitlines() if line.startswith(("NR ", "FR "))]
+    assert len(rows) == 2
+    assert f"recommended CPU batch size: {results['recommended_batch_size_cpu']}" in stdout
+
+
+def _case(ratios: dict[int, float]) -> dict:
+    variants = {"naive": {"kind": "naive", "ratio_to_naive": 1.0}}
+    for b, ratio in ratios.items():
+        variants[f"score_b{b}"] = {"kind": f"score_b{b}", "ratio_to_naive": ratio}
+    return {"variants": variants}
+
+
+def test_cpu_batch_recommends_batching_only_where_it_pays_everywhere() -> None:
+    sys.path.insert(0, str(REPO))
+    try:
+        from bench.cpu_batch import recommend_batch_size
+    finally:
+        sys.path.remove(str(REPO))
+    # Batch 4 wins at 360p but loses at 720p: its worst case decides, so batch 1.
+    assert recommend_batch_size([_case({1: 1.0, 4: 0.8}), _case({1: 1.0, 4: 1.6})], [1, 4]) == 1
+    # A 2 % win is noise on a shared CPU.
+    assert recommend_batch_size([_case({1: 1.0, 2: 0.98}), _case({1: 1.0, 2: 0.98})], [1, 2]) == 1
+    # A clear win in every case is taken.
+    cases = [_case({1: 1.0, 2: 0.7, 4: 0.8}), _case({1: 1.1, 2: 0.75, 4: 0.6})]
+    assert recommend_batch_size(cases, [1, 2, 4]) == 2

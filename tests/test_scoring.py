@@ -137,9 +137,19 @@ def test_resize_policy_is_applied() -> None:
     assert net.input_shapes == [(2, 3, 384, 512)]
     # Antialiased bilinear resize preserves the mean closely; it did not clip or rescale values.
     torch.testing.assert_close(scores, frames.mean(dim=(1, 2, 3)), atol=2e-3, rtol=0)
-    native = TopiqModel(net, get_checkpoint("topiq_nr"), device="cpu")
+    native = TopiqModel(net, get_checkpoint("topiq_nr"), device="cpu", batch_size=4)
     native.score(frames)
     assert net.input_shapes[-1] == (2, 3, 48, 64)
+
+
+def test_cpu_scores_one_frame_at_a_time_by_default() -> None:
+    """Batching made the CPU slower per frame (bench/cpu_batch.py): frames go through singly."""
+    net = _FakeNet()
+    model = TopiqModel(net, get_checkpoint("topiq_nr"), device="cpu")
+    frames = _frames(3, 16, 16)
+    scores = model.score(frames)
+    assert net.batch_sizes == [1, 1, 1] and model.batch_size == 1
+    torch.testing.assert_close(scores, frames.mean(dim=(1, 2, 3)))
 
 
 def test_bf16_autocast_returns_float32() -> None:

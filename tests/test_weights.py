@@ -159,6 +159,71 @@ def test_non_checkpoints_are_refused(kind, fr_checkpoint, tmp_path) -> None:
     assert str(path) in str(err.value)
 
 
+_WAYS_OUT = ("--weights PATH", W.ENV_WEIGHTS_URL, f"topiq-video weights download {FR.name}")
+
+
+@pytest.mark.parametrize(
+    ("content", "looks_like"),
+    [
+        (b"this is not a checkpoint\n", "looks like a text file (it starts with 'this is not"),
+        (b'{"model": "topiq_fr", "epochs": 20}\n', "looks like a text file"),
+        (b"<!DOCTYPE html>\n<html><body>Sign in</body></html>\n", "looks like an HTML page"),
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:00\n", "Git LFS pointer"),
+        (bytes(range(7, 250)) * 4, "unknown format (it starts with bytes 07 08 09"),
+        (b"", "is empty"),
+    ],
+)
+def test_non_pytorch_files_say_so_with_ways_out(content, looks_like, tmp_path) -> None:
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError) as err:
+        W.load_state_dict(path, FR)
+    msg = str(err.value)
+    assert f"{path} is not a PyTorch checkpoint" in msg and looks_like in msg
+    assert FR.filename in msg
+    for way_out in _WAYS_OUT:
+        assert way_out in msg
+    # Only files that ask to run code are described as holding Python objects.
+    assert "Python objects" not in msg and "may contain code" not in msg
+    assert "weights_only" not in msg
+
+
+def test_text_in_the_cache_and_from_a_mirror_is_named_once(weights_server, monkeypatch) -> None:
+    target = W.weights_dir() / FR.filename
+    target.parent.mkdir(parents=True)
+    target.write_text("placeholder, the real file goes here\n")
+    with pytest.raises(WeightsError) as err:
+        W.resolve_weights(FR, download=False)
+    msg = str(err.value)
+    assert "corrupted" in msg and "looks like a text file" in msg and str(target) in msg
+    assert msg.count("Ways out") == 1  # the cache message gives them, not twice
+
+    target.unlink()
+    page = W.weights_dir().parent / "page.html"
+    page.write_text("<html><body>rate limited</body></html>")
+    weights_server.files[FR.filename] = page
+    monkeypatch.setenv(W.ENV_WEIGHTS_URL, weights_server.url)
+    with pytest.raises(WeightsError) as err:
+        W.resolve_weights(FR, progress=False)
+    msg = str(err.value)
+    assert "downloaded, but not a valid checkpoint" in msg and "HTML page" in msg
+    assert msg.count("Ways out") == 1
+    assert not target.exists()
+
+
+def test_damaged_zip_checkpoint_is_not_called_code(fr_checkpoint, tmp_path) -> None:
+    path = tmp_path / "half.pth"
+    with open(fr_checkpoint, "rb") as fh:
+        path.write_bytes(fh.read(4096))
+    with pytest.raises(WeightsError) as err:
+        W.load_state_dict(path, FR)
+    msg = str(err.value)
+    assert "cannot be read" in msg and "truncated" in msg and str(path) in msg
+    assert "may contain code" not in msg and "weights_only" not in msg
+    for way_out in _WAYS_OUT:
+        assert way_out in msg
+
+
 class _RunsCode:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -177,6 +242,8 @@ def test_pickle_with_code_is_refused_and_never_runs(tmp_path) -> None:
     msg = str(err.value)
     assert str(evil) in msg and FR.filename in msg
     assert "not a plain tensor checkpoint" in msg and "may contain code" in msg
+    assert "GLOBAL" in msg and "system" in msg  # what was refused is named
+    assert "not a PyTorch checkpoint" not in msg  # its own message, not the format one
     # PyTorch's advice to load it unsafely must not reach our users.
     assert "weights_only" not in msg and "False" not in msg and "Re-run" not in msg
 
@@ -225,6 +292,68 @@ def test_wrong_tensor_dtypes_are_refused(case, fr_state, tmp_path) -> None:
     # The in-memory loader refuses it too, instead of failing inside torch.
     with pytest.raises(WeightsError, match="dtype mismatch"):
         cfanet_from_state_dict(state, use_ref=True)
+
+
+def _details(message: str) -> list[str]:
+    # The lines that describe the tensors; the first names the source, the last the advice.
+    return message.splitlines()[1:-1]
+
+
+@pytest.mark.parametrize("case", ["nr_for_fr", "aesthetics_head", "missing_and_int"])
+def test_file_and_in_memory_checks_are_one_check(case, fr_state, tmp_path) -> None:
+    """Loading a file and building from a dict report the same problems, in the same words,
+    the file's message adding which file it was and which checkpoint was expected."""
+    if case == "nr_for_fr":
+        state = standin_state_dict(fixture_key_shapes("nr"), salt=5)
+    elif case == "aesthetics_head":  # TOPIQ's IAA models end in a 10-class distribution
+        state = dict(fr_state)
+        state["score_linear.6.weight"] = torch.zeros(10, 256)
+        state["score_linear.6.bias"] = torch.zeros(10)
+    else:
+        state = {k: v for k, v in fr_state.items() if not k.startswith("attn_pool.")}
+        state["h_emb"] = state["h_emb"].long()
+    path = tmp_path / f"{case}.pth"
+    torch.save({"params": state}, path)
+    with pytest.raises(WeightsError) as from_file:
+        W.load_state_dict(path, FR)
+    with pytest.raises(WeightsError) as in_memory:
+        cfanet_from_state_dict(state, use_ref=True)
+    file_msg, memory_msg = str(from_file.value), str(in_memory.value)
+    assert file_msg.startswith(f"{path} does not fit the TOPIQ CFANet FR")
+    assert (
+        file_msg.splitlines()[-1]
+        == f"Expected {FR.filename}, the official checkpoint for 'topiq_fr'."
+    )
+    if case == "nr_for_fr":
+        # The file check knows the registry: it names the models this checkpoint fits.
+        assert "use --model topiq_nr" in file_msg and "use --model" not in memory_msg
+        assert _details(file_msg)[1:] == memory_msg.splitlines()[2:]
+    else:
+        assert _details(file_msg) == memory_msg.splitlines()[1:]
+    if case == "aesthetics_head":
+        assert "aesthetics (IAA)" in file_msg
+        assert "score_linear.6.weight: file (10, 256), model (1, 256)" in file_msg
+    if case == "missing_and_int":
+        assert "12 missing keys: attn_pool." in file_msg
+        assert "1 dtype mismatches: h_emb: torch.int64 (model: floating point)" in file_msg
+
+
+def test_load_model_checks_the_weights_once(fr_checkpoint, monkeypatch) -> None:
+    from topiq_video.model import cfanet, load_model
+
+    calls: list[bool] = []
+    real = cfanet.check_cfanet_state_dict
+
+    def counting(*args, **kwargs):
+        calls.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cfanet, "check_cfanet_state_dict", counting)
+    model = load_model("topiq_fr", weights=fr_checkpoint, device="cpu")
+    assert len(calls) == 1
+    expected = W.load_state_dict(fr_checkpoint, FR)
+    loaded = model.network.state_dict()
+    assert all(torch.equal(loaded[k].float(), v.float()) for k, v in expected.items())
 
 
 def test_half_precision_weights_load_as_float32(fr_state, tmp_path) -> None:

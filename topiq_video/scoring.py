@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from topiq_video.batching import HalvingBatcher, check_batch_size
 from topiq_video.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -30,7 +32,10 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_PRECISION_CPU = "fp32"
 DEFAULT_PRECISION_CUDA = "fp16"
-DEFAULT_BATCH_SIZE_CPU = 4
+# Batching does not pay on a CPU: one frame at a time was the fastest per frame at 360p and
+# 720p, NR and FR, in bench/cpu_batch.py (batch 4 up to 1.3x slower), and it is never slower
+# than the reference implementation's per-frame loop.
+DEFAULT_BATCH_SIZE_CPU = 1
 DEFAULT_BATCH_SIZE_CUDA = 16
 # Frames decoded and converted from YUV can land a hair outside [0, 1]; clamp those,
 # reject anything further off (usually 0..255 data that was not divided by 255).
@@ -89,9 +94,7 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
 def validate_batch_size(batch_size: int | None, device: torch.device) -> int:
     if batch_size is None:
         return default_batch_size(device)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    return batch_size
+    return check_batch_size(batch_size)
 
 
 def _check_frames(name: str, x: object) -> torch.Tensor:
@@ -136,10 +139,11 @@ class TopiqModel:
     ) -> None:
         self._device = resolve_device(device)
         self._precision = resolve_precision(precision, self._device)
-        self._batch_size = validate_batch_size(batch_size, self._device)
+        self._batcher = HalvingBatcher(
+            validate_batch_size(batch_size, self._device), device=self._device, item_name="frame"
+        )
         self._info = info
         self._weights = weights
-        self._oom_warned = False
         self.network = network.to(self._device, memory_format=torch.channels_last).eval()
 
     @property
@@ -157,7 +161,7 @@ class TopiqModel:
     @property
     def batch_size(self) -> int:
         """Current batch size; shrinks for good after an out-of-memory fallback."""
-        return self._batch_size
+        return self._batcher.batch_size
 
     @property
     def weights(self) -> ResolvedWeights | None:
@@ -170,7 +174,7 @@ class TopiqModel:
     def __repr__(self) -> str:
         return (
             f"TopiqModel({self._info.name!r}, device={str(self._device)!r}, "
-            f"precision={self._precision!r}, batch_size={self._batch_size})"
+            f"precision={self._precision!r}, batch_size={self.batch_size})"
         )
 
     def validate(self, dist: torch.Tensor, ref: torch.Tensor | None = None) -> None:
@@ -199,47 +203,26 @@ class TopiqModel:
         """One score per frame, shape (N,), float32 on the CPU."""
         self.validate(dist, ref)
         n = dist.shape[0]
-        out = torch.empty(n, dtype=torch.float32)
-        start = 0
-        while start < n:
-            end = min(start + self._batch_size, n)
-            try:
-                out[start:end] = self._score_batch(
-                    dist[start:end], None if ref is None else ref[start:end]
-                )
-            except torch.cuda.OutOfMemoryError:
-                oom = True
-            else:
-                oom = False
-                start = end
-            # Outside the except block so the exception's frames (and tensors) are released.
-            if oom:
-                self._shrink_after_oom(dist.shape[-2:])
-        return out
+        if n == 0:
+            return torch.empty(0, dtype=torch.float32)
 
-    def _shrink_after_oom(self, frame_hw: tuple[int, ...]) -> None:
-        if self._device.type == "cuda":
-            torch.cuda.empty_cache()
-        if self._batch_size == 1:
-            h, w = self._info.resize.output_size(int(frame_hw[0]), int(frame_hw[1]))
-            raise InvalidInputError(
-                f"Out of {self._device} memory scoring a single {w}x{h} frame with "
-                f"{self._info.name!r} in {self._precision}. Use --precision fp16, a smaller "
-                "input resolution, free GPU memory used by other processes, or --device cpu."
-            )
-        new_size = max(1, self._batch_size // 2)
-        if not self._oom_warned:
-            logger.warning(
-                "Out of %s memory with batch size %d; retrying with smaller batches (now %d). "
-                "Pass a smaller --batch-size to avoid the retries.",
-                self._device,
-                self._batch_size,
-                new_size,
-            )
-            self._oom_warned = True
-        else:
-            logger.debug("Out of memory again; batch size %d -> %d", self._batch_size, new_size)
-        self._batch_size = new_size
+        def run(positions: Sequence[int]) -> torch.Tensor:
+            part = slice(positions[0], positions[-1] + 1)  # consecutive frames
+            return self._score_batch(dist[part], None if ref is None else ref[part])
+
+        parts = self._batcher.run(
+            range(n), run, oom_message=lambda: self._oom_message(dist.shape[-2:])
+        )
+        return torch.cat(parts)
+
+    def _oom_message(self, frame_hw: tuple[int, ...]) -> str:
+        h, w = self._info.resize.output_size(int(frame_hw[0]), int(frame_hw[1]))
+        return (
+            f"Out of {self._device} memory scoring a single {w}x{h} frame with "
+            f"{self._info.name!r} in {self._precision}. Use precision 'fp16' (precision=), a "
+            "smaller input resolution, free GPU memory used by other processes, or score on "
+            "the CPU (device='cpu')."
+        )
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self._device, dtype=torch.float32, non_blocking=True)

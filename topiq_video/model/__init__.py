@@ -21,6 +21,7 @@ from topiq_video.model.weights import (
     ResolvedWeights,
     cache_dir,
     download_weights,
+    load_network,
     load_state_dict,
     resolve_weights,
     verify_cached,
@@ -42,6 +43,7 @@ __all__ = [
     "get_checkpoint",
     "list_checkpoints",
     "load_model",
+    "load_network",
     "load_state_dict",
     "resolve_weights",
     "verify_cached",
@@ -62,9 +64,8 @@ def load_model(
     defaults to cuda when available; ``precision`` (fp32/fp16/bf16) and ``batch_size``
     default per device (see :mod:`topiq_video.scoring`).
     """
-    # Imported here: scoring and cfanet pull in torch/torchvision, which listing the
-    # registry does not need, and scoring imports this package for its types.
-    from topiq_video.model.cfanet import cfanet_from_state_dict
+    # Imported here: scoring pulls in torch/torchvision, which listing the registry does not
+    # need, and scoring imports this package for its types.
     from topiq_video.scoring import (
         TopiqModel,
         resolve_device,
@@ -78,7 +79,5 @@ def load_model(
     prec = resolve_precision(precision, dev)
     bs = validate_batch_size(batch_size, dev)
     resolved = resolve_weights(info, weights, progress=progress)
-    state = load_state_dict(resolved.path, info)
-    network = cfanet_from_state_dict(state, use_ref=info.use_ref)
-    del state
+    network = load_network(resolved.path, info)  # read and checked once
     return TopiqModel(network, info, device=dev, precision=prec, batch_size=bs, weights=resolved)

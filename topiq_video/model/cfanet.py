@@ -4,7 +4,8 @@ to Distortions for Image Quality Assessment", IEEE TIP 2024), for NR and FR asse
 The module layout (names and shapes of every state_dict entry) matches the published TOPIQ
 ResNet50 checkpoints, whose files hold ``{"params": state_dict}``, so they load with
 ``strict=True``. Nothing here downloads or reads files: see :func:`load_cfanet_state_dict`
-and :func:`cfanet_from_state_dict` to put weights into a model.
+and :func:`cfanet_from_state_dict` to put weights into a model, both checked by
+:func:`check_cfanet_state_dict`, the one place that validates CFANet weights.
 
 Data flow for one image (RGB in [0, 1]):
 
@@ -18,6 +19,7 @@ Data flow for one image (RGB in [0, 1]):
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 
@@ -370,19 +372,23 @@ class CFANet(nn.Module):
         return self.score_linear(pooled).squeeze(-1)
 
 
-def cfanet_key_shapes(use_ref: bool) -> dict[str, tuple[int, ...]]:
-    """State_dict layout (key -> shape) of :class:`CFANet`, computed without allocating weights."""
+@functools.lru_cache(maxsize=2)
+def _layout(use_ref: bool) -> tuple[tuple[str, tuple[int, ...], torch.dtype], ...]:
+    """(key, shape, dtype) of every state_dict entry, from a weightless (meta) model."""
     with torch.device("meta"):
         model = CFANet(use_ref)
-    return {key: tuple(t.shape) for key, t in model.state_dict().items()}
+    return tuple((key, tuple(t.shape), t.dtype) for key, t in model.state_dict().items())
+
+
+def cfanet_key_shapes(use_ref: bool) -> dict[str, tuple[int, ...]]:
+    """State_dict layout (key -> shape) of :class:`CFANet`, computed without allocating weights."""
+    return {key: shape for key, shape, _ in _layout(use_ref)}
 
 
 def cfanet_key_dtypes(use_ref: bool) -> dict[str, torch.dtype]:
     """dtype of every state_dict entry of :class:`CFANet` (float32, except BatchNorm's integer
     ``num_batches_tracked`` counters), computed without allocating weights."""
-    with torch.device("meta"):
-        model = CFANet(use_ref)
-    return {key: t.dtype for key, t in model.state_dict().items()}
+    return {key: dtype for key, _, dtype in _layout(use_ref)}
 
 
 def _is_integer_dtype(dtype: torch.dtype) -> bool:
@@ -409,7 +415,7 @@ def dtype_mismatches(
     return problems
 
 
-def _unwrap(state_dict: Mapping[str, object]) -> Mapping[str, object]:
+def _unwrap(state_dict: object) -> object:
     # Official files hold {"params": state_dict}; accept either form.
     params = state_dict.get("params") if isinstance(state_dict, Mapping) else None
     return params if isinstance(params, Mapping) else state_dict
@@ -427,32 +433,74 @@ def _guess_kind(state_dict: Mapping[str, object]) -> str | None:
     return None
 
 
-def _describe_mismatch(
-    model: CFANet, state_dict: Mapping[str, object]
-) -> tuple[list[str], list[str], list[str], list[str]]:
-    expected = {key: tuple(t.shape) for key, t in model.state_dict().items()}
+def _listed(label: str, items: list[str]) -> str:
+    shown = ", ".join(items[:_ERROR_KEY_LIMIT])
+    more = f" (+{len(items) - _ERROR_KEY_LIMIT} more)" if len(items) > _ERROR_KEY_LIMIT else ""
+    return f"{len(items)} {label}: {shown}{more}"
+
+
+def check_cfanet_state_dict(
+    state_dict: object,
+    use_ref: bool,
+    *,
+    source: str | None = None,
+    other_mode_hint: str | None = None,
+    advice: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """The one check of CFANet weights: exactly the model's keys, with its shapes and dtypes.
+
+    ``state_dict`` is a plain state_dict or an official ``{"params": state_dict}``; the plain
+    dict is returned. Otherwise raises :class:`WeightsError` naming what is wrong (missing
+    and unexpected keys, shape and dtype mismatches, which kind of checkpoint it looks like).
+    ``source`` names the weights in the message (e.g. the file), ``other_mode_hint`` replaces
+    the generic advice when they are the other mode's (NR vs FR) and ``advice`` ends it.
+    """
+    subject = source or "The state_dict"
+    tail = [advice] if advice else []
+    state_dict = _unwrap(state_dict)
+    if not isinstance(state_dict, Mapping):
+        raise WeightsError(
+            " ".join(
+                [
+                    f"{subject} is not a state_dict (name -> tensor) nor "
+                    f'{{"params": state_dict}}: it holds a {type(state_dict).__name__}.',
+                    *tail,
+                ]
+            )
+        )
+    not_tensors = [
+        f"{key!r} ({type(value).__name__})"
+        for key, value in state_dict.items()
+        if not (isinstance(key, str) and isinstance(value, torch.Tensor))
+    ]
+    if not_tensors:
+        raise WeightsError(
+            " ".join(
+                [
+                    f"{subject} is not a state_dict (name -> tensor) nor "
+                    f'{{"params": state_dict}}: {len(not_tensors)} entries are not named '
+                    f"tensors, e.g. {', '.join(not_tensors[:3])}.",
+                    *tail,
+                ]
+            )
+        )
+
+    layout = _layout(use_ref)
+    expected = {key: shape for key, shape, _ in layout}
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
-    wrong: list[str] = []
-    for key, shape in expected.items():
-        value = state_dict.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, torch.Tensor):
-            wrong.append(f"{key}: not a tensor ({type(value).__name__})")
-        elif tuple(value.shape) != shape:
-            wrong.append(f"{key}: file {tuple(value.shape)}, model {shape}")
-    dtypes = {key: t.dtype for key, t in model.state_dict().items()}
-    return missing, unexpected, wrong, dtype_mismatches(state_dict, dtypes)
-
-
-def _check_state_dict(model: CFANet, state_dict: Mapping[str, object]) -> None:
-    missing, unexpected, wrong, bad_dtypes = _describe_mismatch(model, state_dict)
+    wrong = [
+        f"{key}: file {tuple(state_dict[key].shape)}, model {shape}"
+        for key, shape in expected.items()
+        if key in state_dict and tuple(state_dict[key].shape) != shape
+    ]
+    bad_dtypes = dtype_mismatches(state_dict, {key: dtype for key, _, dtype in layout})
     if not (missing or unexpected or wrong or bad_dtypes):
-        return
-    want = "FR" if model.use_ref else "NR"
+        return dict(state_dict)
+
+    want = "FR" if use_ref else "NR"
     kind = _guess_kind(state_dict)
-    lines = [f"The weights do not fit the TOPIQ CFANet {want} (ResNet50) architecture."]
+    lines = [f"{subject} does not fit the TOPIQ CFANet {want} (ResNet50) architecture."]
     if kind == "IAA":
         lines.append(
             "This looks like an aesthetics (IAA) checkpoint with a class-distribution head; "
@@ -460,15 +508,17 @@ def _check_state_dict(model: CFANet, state_dict: Mapping[str, object]) -> None:
         )
     elif kind is not None and kind != want:
         lines.append(
-            f"This looks like an {kind} checkpoint; use it with an {kind} model "
+            other_mode_hint
+            or f"This looks like an {kind} checkpoint; use it with an {kind} model "
             f"(use_ref={kind == 'FR'}) or pick an {want} checkpoint."
         )
     elif not any(key.startswith("semantic_model.") for key in state_dict):
         lines.append("It has no ResNet50 backbone keys: it is probably not a CFANet checkpoint.")
     elif bad_dtypes and not (missing or unexpected or wrong):
         lines.append(
-            "Names and shapes fit, but some tensors have the wrong type (e.g. integer where "
-            "the network has floating-point weights): use the published checkpoint."
+            f"Names and shapes fit, but {len(bad_dtypes)} tensor(s) have the wrong type: the "
+            "network needs floating-point weights (and integer BatchNorm counters). It is not "
+            "the published checkpoint (converted or quantized?)."
         )
     for label, items in (
         ("missing keys", missing),
@@ -477,12 +527,8 @@ def _check_state_dict(model: CFANet, state_dict: Mapping[str, object]) -> None:
         ("dtype mismatches", bad_dtypes),
     ):
         if items:
-            shown = ", ".join(items[:_ERROR_KEY_LIMIT])
-            more = (
-                f" (+{len(items) - _ERROR_KEY_LIMIT} more)" if len(items) > _ERROR_KEY_LIMIT else ""
-            )
-            lines.append(f"{len(items)} {label}: {shown}{more}")
-    raise WeightsError("\n".join(lines))
+            lines.append(_listed(label, items))
+    raise WeightsError("\n".join(lines + tail))
 
 
 def load_cfanet_state_dict(model: CFANet, state_dict: Mapping[str, object]) -> None:
@@ -491,36 +537,43 @@ def load_cfanet_state_dict(model: CFANet, state_dict: Mapping[str, object]) -> N
     ``state_dict`` is a plain state_dict or an official ``{"params": state_dict}`` file content.
     Raises :class:`WeightsError` naming missing/unexpected keys, shape and dtype mismatches.
     """
-    state_dict = _unwrap(state_dict)
-    _check_state_dict(model, state_dict)
+    tensors = check_cfanet_state_dict(state_dict, model.use_ref)
     try:
-        model.load_state_dict(state_dict, strict=True)
+        model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:  # e.g. dtype that cannot be copied
         raise WeightsError(f"Could not load the CFANet weights: {exc}") from exc
-    logger.debug("loaded %d CFANet tensors", len(state_dict))
+    logger.debug("loaded %d CFANet tensors", len(tensors))
 
 
-def cfanet_from_state_dict(state_dict: Mapping[str, object], use_ref: bool) -> CFANet:
+def cfanet_from_state_dict(
+    state_dict: Mapping[str, object],
+    use_ref: bool,
+    *,
+    source: str | None = None,
+    other_mode_hint: str | None = None,
+    advice: str | None = None,
+) -> CFANet:
     """Build a CFANet (eval mode, float32, CPU) directly from weights.
 
     Faster than ``CFANet(use_ref)`` + :func:`load_cfanet_state_dict`: the network is built on
     the meta device so no random initialisation runs, then copies of the tensors are adopted
-    (copies, so the model never shares storage with the caller's dict).
+    (copies, so the model never shares storage with the caller's dict). The weights are
+    checked by :func:`check_cfanet_state_dict`, which the keyword arguments are passed to.
     """
-    state_dict = _unwrap(state_dict)
+    checked = check_cfanet_state_dict(
+        state_dict, use_ref, source=source, other_mode_hint=other_mode_hint, advice=advice
+    )
+    dtypes = cfanet_key_dtypes(use_ref)
+    # Adopt each tensor in the model's own dtype (float32; int64 counters).
+    tensors = {
+        key: value.to(device="cpu", dtype=dtypes[key], copy=True) for key, value in checked.items()
+    }
+    del checked
     with torch.device("meta"):
         model = CFANet(use_ref)
-    _check_state_dict(model, state_dict)
-    # Adopt each tensor in the model's own dtype (float32; int64 counters).
-    expected = model.state_dict()
-    tensors = {
-        key: value.to(device="cpu", dtype=expected[key].dtype, copy=True)
-        for key, value in state_dict.items()
-        if isinstance(value, torch.Tensor)
-    }
     try:
         model.load_state_dict(tensors, strict=True, assign=True)
-    except RuntimeError as exc:  # anything the checks above did not foresee
+    except RuntimeError as exc:  # anything the check above did not foresee
         raise WeightsError(f"Could not load the CFANet weights: {exc}") from exc
     return model.eval()
 
@@ -533,6 +586,7 @@ __all__ = [
     "MultiheadAttention",
     "ResNet50Features",
     "cfanet_from_state_dict",
+    "check_cfanet_state_dict",
     "cfanet_key_dtypes",
     "cfanet_key_shapes",
     "dtype_mismatches",

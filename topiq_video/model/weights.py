@@ -7,9 +7,11 @@ temporary file next to the cache entry and moved into place only once it is comp
 loads as a checkpoint of the right architecture; its sha256 is then recorded in a sidecar
 file (``<file>.sha256``) and checked on every later cache hit.
 
-Checkpoints are untrusted input: they are only ever read with ``weights_only=True``, which
-refuses pickles that would run code, and must hold tensors of the model's names, shapes and
-dtypes. Downloads are capped at :data:`MAX_DOWNLOAD_BYTES` and never follow a redirect from
+Checkpoints are untrusted input: a file that does not start like a PyTorch checkpoint (text,
+an HTML page, an LFS pointer...) is refused before any unpickling and described; the rest are
+only ever read with ``weights_only=True``, which refuses pickles that would run code, and must
+hold tensors of the model's names, shapes and dtypes
+(:func:`~topiq_video.model.cfanet.check_cfanet_state_dict`, the one check). Downloads are capped at :data:`MAX_DOWNLOAD_BYTES` and never follow a redirect from
 https to plain http.
 """
 
@@ -40,6 +42,8 @@ from topiq_video.model.registry import (
 
 if TYPE_CHECKING:
     import torch
+
+    from topiq_video.model.cfanet import CFANet
 
 logger = logging.getLogger(__name__)
 
@@ -160,78 +164,171 @@ def _corrupt_message(info: CheckpointInfo, path: Path, why: str) -> str:
 # --------------------------------------------------------------------------- loading
 
 
+class _UnusableFile(WeightsError):
+    """A file that cannot be read as a PyTorch checkpoint (not one, or damaged); ``reason`` is
+    the message without the ways out, for callers (cache check, download) that give their own."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def load_state_dict(path: str | os.PathLike[str], info: CheckpointInfo) -> dict[str, torch.Tensor]:
     """Load a checkpoint safely and check it has exactly ``info``'s architecture.
 
     Accepts the official ``{"params": state_dict}`` format and a bare state_dict.
     """
-    import torch
-
-    from topiq_video.model.cfanet import cfanet_key_dtypes, cfanet_key_shapes, dtype_mismatches
+    from topiq_video.model.cfanet import check_cfanet_state_dict
 
     path = Path(path)
+    return check_cfanet_state_dict(
+        _read_checkpoint(path, info), info.use_ref, **_check_context(path, info)
+    )
+
+
+def load_network(path: str | os.PathLike[str], info: CheckpointInfo) -> CFANet:
+    """Read the checkpoint at ``path`` and build ``info``'s CFANet from it (float32, CPU, eval
+    mode), checked once, with the same messages as :func:`load_state_dict`."""
+    from topiq_video.model.cfanet import cfanet_from_state_dict
+
+    path = Path(path)
+    return cfanet_from_state_dict(
+        _read_checkpoint(path, info), info.use_ref, **_check_context(path, info)
+    )
+
+
+def _check_context(path: Path, info: CheckpointInfo) -> dict[str, str]:
+    """What :func:`~topiq_video.model.cfanet.check_cfanet_state_dict` says about a file."""
+    return {
+        "source": str(path),
+        "other_mode_hint": _other_mode_hint(info),
+        "advice": f"Expected {info.filename}, the official checkpoint for {info.name!r}.",
+    }
+
+
+# torch.save writes a zip archive; files from before PyTorch 1.6 are a bare pickle stream,
+# which starts with the PROTO opcode (0x80) and a protocol number.
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_PICKLE_PROTOCOLS = range(2, 6)
+_SNIFF_BYTES = 512
+_SAFETENSORS_MAX_HEADER = 100 << 20
+_QUOTE_CHARS = 60
+
+
+def _sniff(path: Path, info: CheckpointInfo) -> str | None:
+    """None when ``path`` starts like a PyTorch checkpoint; else what it looks like instead."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise WeightsError(
+            f"Cannot read the checkpoint {path} ({exc.strerror or exc}). {_ways_out(info)}"
+        ) from exc
+    if head.startswith(_ZIP_MAGICS):
+        return None
+    if len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
+        return None
+    if not head:
+        return "is empty (0 bytes)"
+    if head.startswith(b"version https://git-lfs"):
+        return "is a Git LFS pointer, not the file itself (fetch it with `git lfs pull`)"
+    # safetensors: an 8-byte little-endian header length, then the JSON header.
+    if head[8:10] == b'{"' and int.from_bytes(head[:8], "little") < _SAFETENSORS_MAX_HEADER:
+        return "looks like a safetensors file; topiq-video reads PyTorch .pth checkpoints"
+    if head.startswith(b"\x1f\x8b"):
+        return "is gzip-compressed: unpack it first"
+    text = _as_text(head)
+    if text is not None:
+        if "<html" in text.lower() or text.lstrip().lower().startswith("<!doctype html"):
+            return (
+                "looks like an HTML page, not a checkpoint (an error or login page saved in "
+                "its place?)"
+            )
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        if len(first) > _QUOTE_CHARS:
+            first = first[:_QUOTE_CHARS] + "…"
+        return f"looks like a text file (it starts with {first!r})"
+    return f"is in an unknown format (it starts with bytes {head[:8].hex(' ')})"
+
+
+def _as_text(head: bytes) -> str | None:
+    """``head`` decoded as UTF-8 if it is printable text (a character cut off at the end of
+    the sniffed block is allowed), else None."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3 or len(head) < _SNIFF_BYTES:
+            return None
+        text = head[: exc.start].decode("utf-8")
+    if all(c.isprintable() or c in "\t\r\n" for c in text):
+        return text
+    return None
+
+
+def _read_checkpoint(path: Path, info: CheckpointInfo) -> object:
+    """``torch.load(path, weights_only=True)``, every failure turned into a WeightsError."""
+    import torch
+
+    what = _sniff(path, info)
+    if what is not None:
+        reason = (
+            f"{path} is not a PyTorch checkpoint: it {what}. Expected {info.filename}, the "
+            f"checkpoint for {info.name!r}."
+        )
+        raise _UnusableFile(f"{reason} {_ways_out(info)}", reason)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip/EOF errors all mean "not a usable checkpoint"
-        raise WeightsError(_unloadable_message(path, info, exc)) from exc
-
-    if isinstance(obj, dict) and isinstance(obj.get("params"), dict):
-        obj = obj["params"]
-    if not isinstance(obj, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise WeightsError(
-            f"{path} loads, but is not a state_dict (name -> tensor) nor "
-            f'{{"params": state_dict}}. Expected the checkpoint {info.filename}.'
-        )
-
-    problem = _architecture_mismatch(obj, cfanet_key_shapes(info.use_ref))
-    if problem:
-        # Lead with the fix when the file is simply the other mode's checkpoint.
-        hint = ""
-        if not _architecture_mismatch(obj, cfanet_key_shapes(not info.use_ref)):
-            hint = " " + _other_mode_hint(info)
-        raise WeightsError(
-            f"{path} is not a CFANet {info.mode.upper()} checkpoint for {info.name!r} "
-            f"(expected {info.filename}).{hint} Details: {problem}."
-        )
-    bad = dtype_mismatches(obj, cfanet_key_dtypes(info.use_ref))
-    if bad:
-        raise WeightsError(
-            f"{path} has the names and shapes of a CFANet {info.mode.upper()} checkpoint, but "
-            f"{len(bad)} tensor(s) of the wrong type, e.g. {bad[:3]}: the network needs "
-            "floating-point weights (and integer BatchNorm counters). It is not the published "
-            f"checkpoint (converted or quantized?): use the official {info.filename} for "
-            f"{info.name!r}."
-        )
-    return obj
+        refused = _refused_global(exc)
+        if refused is not None:
+            raise WeightsError(_code_refused_message(path, info, refused)) from exc
+        reason = _unloadable_reason(path, info, exc)
+        raise _UnusableFile(f"{reason} {_ways_out(info)}", reason) from exc
 
 
-def _unloadable_message(path: Path, info: CheckpointInfo, exc: Exception) -> str:
-    text = str(exc).strip()
+def _refused_global(exc: Exception) -> str | None:
+    """The line of a weights_only refusal that names the Python object (a "global") the file
+    asked for, or None when the load failed for another reason (damage, truncation)."""
+    text = str(exc)
     lowered = text.lower()
-    if "weights only" in lowered or "weights_only" in lowered:
-        # PyTorch's own text advises re-running with weights_only=False, i.e. letting the
-        # file run its code: pass on only the line that names what was refused.
-        reason = next(
-            (
-                line.strip().rstrip(".")
-                for line in text.splitlines()
-                if "global" in line.lower() and "weights_only" not in line.lower()
-            ),
-            "",
-        )
-        return (
-            f"{path} is not a plain tensor checkpoint and was refused without running it: "
-            f"it holds Python objects other than tensors, which may contain code"
-            + (f" ({reason})" if reason else "")
-            + f". Get the official checkpoint {info.filename} for {info.name!r} from a "
-            "trusted source."
-        )
-    first_line = text.splitlines()[0] if text else type(exc).__name__
+    if "weights only" not in lowered and "weights_only" not in lowered:
+        return None
+    # PyTorch's own text advises re-running with weights_only=False, i.e. letting the file
+    # run its code: pass on only the line that names what was refused.
+    return next(
+        (
+            line.strip().rstrip(".")
+            for line in text.splitlines()
+            if "global" in line.lower() and "weights_only" not in line.lower()
+        ),
+        None,
+    )
+
+
+def _code_refused_message(path: Path, info: CheckpointInfo, refused: str) -> str:
     return (
-        f"{path} is not a loadable TOPIQ checkpoint for {info.name!r} ({first_line}). "
-        f"It may be truncated or not a PyTorch file. Expected {info.filename}."
+        f"{path} is not a plain tensor checkpoint and was refused without running it: "
+        f"it holds Python objects other than tensors, which may contain code ({refused}). "
+        f"Get the official checkpoint {info.filename} for {info.name!r} from a trusted source."
+    )
+
+
+def _unloadable_reason(path: Path, info: CheckpointInfo, exc: Exception) -> str:
+    # Keep PyTorch's detail, minus its advice to load the file with weights_only=False.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next(
+        (
+            line
+            for line in lines
+            if "weights_only" not in line and "weights only" not in line.lower()
+        ),
+        type(exc).__name__,
+    )
+    detail = detail.split(". ")[0].rstrip(".")  # the first sentence; the rest is advice
+    return (
+        f"{path} starts like a PyTorch checkpoint but cannot be read ({detail}): it is "
+        f"truncated, damaged or not a PyTorch checkpoint. Expected {info.filename}, the "
+        f"checkpoint for {info.name!r}."
     )
 
 
@@ -247,24 +344,10 @@ def _other_mode_hint(info: CheckpointInfo) -> str:
     )
 
 
-def _architecture_mismatch(
-    state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]]
-) -> str:
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {tuple(s)}"
-        for k, s in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(s)
-    ]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
-    if wrong:
-        parts.append(f"{len(wrong)} shape mismatch(es), e.g. {wrong[:2]}")
-    return "; ".join(parts)
+def _short_reason(exc: WeightsError) -> str:
+    """A loading failure as one line, without ways out (for messages that give their own)."""
+    text = exc.reason if isinstance(exc, _UnusableFile) else str(exc)
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 # --------------------------------------------------------------------------- cache
@@ -295,7 +378,7 @@ def verify_cached(info: CheckpointInfo) -> CacheStatus:
         try:
             load_state_dict(path, info)
         except WeightsError as exc:
-            return CacheStatus(info.name, path, STATE_CORRUPT, str(exc))
+            return CacheStatus(info.name, path, STATE_CORRUPT, _short_reason(exc))
         _write_sidecar(path, actual)
         return CacheStatus(info.name, path, STATE_OK, "verified by loading; sidecar written")
     if recorded != actual:
@@ -415,7 +498,7 @@ def _describe_failure(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"timed out after {DOWNLOAD_TIMEOUT_S:g}s"
     if isinstance(exc, WeightsError):
-        return f"downloaded, but not a valid checkpoint: {exc}"
+        return f"downloaded, but not a valid checkpoint: {_short_reason(exc)}"
     return str(exc) or type(exc).__name__
 
 
