@@ -381,7 +381,7 @@ def test_unverified_cache_file_is_checked_by_loading(fr_checkpoint) -> None:
 
 def test_interrupted_download_leaves_nothing(mirror, monkeypatch) -> None:
     def interrupt(path, info):
-        assert Path(path).name.endswith(".part")  # the complete download sits in a temp file
+        assert Path(path).name.endswith(".tmp")  # the complete download sits in a temp file
         raise KeyboardInterrupt
 
     monkeypatch.setattr(W, "load_state_dict", interrupt)

@@ -46,8 +46,9 @@ def output_error(path: str | os.PathLike[str], exc: OSError) -> OutputError:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path beside ``path``; moved onto ``path`` when the block succeeds.
 
-    The folder is created if needed. Any OSError (missing folder, no permission, full disk)
-    becomes an :class:`~topiq_video.errors.OutputError` naming the file.
+    The folder is created if needed. Failing to create the temporary file or to move it into
+    place becomes an :class:`~topiq_video.errors.OutputError` naming the file; an exception
+    in the block propagates as it is, and the temporary file is removed either way.
     """
     target = Path(path)
     try:
@@ -59,6 +60,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
         # mkstemp creates 0600; give the file the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
@@ -67,9 +72,6 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise output_error(target, exc) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

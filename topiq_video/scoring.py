@@ -22,6 +22,13 @@ from torch import nn
 
 from topiq_video.batching import HalvingBatcher, check_batch_size
 from topiq_video.errors import InvalidInputError
+from topiq_video.pipeline.options import (
+    DEFAULT_BATCH_SIZE_CPU,
+    DEFAULT_BATCH_SIZE_CUDA,
+    DEFAULT_PRECISION_CPU,
+    DEFAULT_PRECISION_CUDA,
+    PRECISIONS,
+)
 
 if TYPE_CHECKING:
     from topiq_video.model.registry import CheckpointInfo
@@ -29,14 +36,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-DEFAULT_PRECISION_CPU = "fp32"
-DEFAULT_PRECISION_CUDA = "fp16"
-# Batching does not pay on a CPU: one frame at a time was the fastest per frame at 360p and
-# 720p, NR and FR, in bench/cpu_batch.py (batch 4 up to 1.3x slower), and it is never slower
-# than the reference implementation's per-frame loop.
-DEFAULT_BATCH_SIZE_CPU = 1
-DEFAULT_BATCH_SIZE_CUDA = 16
 # Frames decoded and converted from YUV can land a hair outside [0, 1]; clamp those,
 # reject anything further off (usually 0..255 data that was not divided by 255).
 RANGE_TOLERANCE = 1e-3

@@ -22,7 +22,6 @@ import http.client
 import logging
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 import platformdirs
 
 from topiq_video.errors import WeightsError
+from topiq_video.files import atomic_path, atomic_write_text
 from topiq_video.model.registry import (
     DEFAULT_FR_MODEL,
     DEFAULT_NR_MODEL,
@@ -128,18 +128,10 @@ def _read_sidecar(path: Path) -> str | None:
 
 
 def _write_sidecar(path: Path, sha256: str) -> None:
-    side = _sidecar(path)
-    # A unique temp name, so concurrent downloads never write into each other's temp file;
-    # os.replace makes whichever finishes last win with a complete sidecar.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".tmp", dir=side.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            # sha256sum-compatible, so `sha256sum -c` works on the cache folder too.
-            fh.write(f"{sha256}  {path.name}\n")
-        os.replace(tmp, side)
-    finally:
-        _remove_quietly(tmp)  # no-op once replaced
+    # Atomic with a unique temp name: concurrent downloads never write into each other's
+    # temp file, and whichever finishes last wins with a complete sidecar. The line is
+    # sha256sum-compatible, so `sha256sum -c` works on the cache folder too.
+    atomic_write_text(_sidecar(path), f"{sha256}  {path.name}\n")
 
 
 def _ways_out(info: CheckpointInfo) -> str:
@@ -502,15 +494,6 @@ def _describe_failure(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:  # never mask the original failure
-        logger.warning("Could not remove temporary file %s: %s", path, exc)
-
-
 def _download(info: CheckpointInfo, progress: bool | None) -> ResolvedWeights:
     target = cached_path(info)
     try:
@@ -523,25 +506,18 @@ def _download(info: CheckpointInfo, progress: bool | None) -> ResolvedWeights:
     show = _show_progress(progress)
     tried: list[str] = []
     for url in download_urls(info):
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{info.filename}.", suffix=".part", dir=target.parent
-        )
-        os.close(fd)
-        tmp = Path(tmp_name)
         try:
-            logger.info("Downloading %s from %s", info.filename, url)
-            sha = _fetch(url, tmp, show)
-            load_state_dict(tmp, info)  # proves it is a complete checkpoint of this architecture
-            os.replace(tmp, target)
+            # Nothing partial is ever left: the temp file goes on failure and on Ctrl-C.
+            with atomic_path(target) as tmp:
+                logger.info("Downloading %s from %s", info.filename, url)
+                sha = _fetch(url, tmp, show)
+                load_state_dict(tmp, info)  # a complete checkpoint of this architecture
             _write_sidecar(target, sha)
             logger.info("Saved %s (sha256 %s)", target, sha)
             return ResolvedWeights(target, sha, SOURCE_DOWNLOAD)
         except (OSError, http.client.HTTPException, ValueError, WeightsError) as exc:
             tried.append(f"  - {url}: {_describe_failure(exc)}")
             logger.info("Download of %s from %s failed: %s", info.filename, url, exc)
-        finally:
-            # Runs on success (already moved: no-op), on failure and on KeyboardInterrupt.
-            _remove_quietly(tmp)
     mirror_note = (
         f" (only the mirror: {ENV_WEIGHTS_URL} is set)" if os.environ.get(ENV_WEIGHTS_URL) else ""
     )

@@ -37,7 +37,10 @@ declaring more is refused before anything is decoded; raise it for larger pictur
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_PRECISION_CPU = "fp32"
 DEFAULT_PRECISION_CUDA = "fp16"
-DEFAULT_BATCH_SIZE_CPU = 4
+# Batching does not pay on a CPU: one frame at a time was the fastest per frame at 360p and
+# 720p, NR and FR, in bench/cpu_batch.py (batch 4 up to 1.2x slower), and never slower than
+# the reference implementation's per-frame loop.
+DEFAULT_BATCH_SIZE_CPU = 1
 DEFAULT_BATCH_SIZE_CUDA = 16
 MAX_SECONDS = 1e9
 """Times and offsets beyond this (about 31 years) are refused as input mistakes."""

@@ -266,7 +266,6 @@ class ScoringRun:
         self._detector = None
         self._content: dict[int, float] = {}  # scene score per source frame, as it goes by
         self._last_scene_frame = -1
-        self._oom_warned = False
         self._capture = None
         if opts.gallery > 0:
             from topiq_video.pipeline.capture import WorstFrameCapture
@@ -293,8 +292,15 @@ class ScoringRun:
             from topiq_video.scoring import resolve_device
 
             self.device = resolve_device(opts.device)
-        self.batch_size = opts.batch_size or min(
-            [m.batch_size for m in self.models.values()] or [DEFAULT_PIPELINE_BATCH]
+        # The pipeline's own step (colour, PSNR/SSIM, scenes) is independent of the models',
+        # which split what they get into their own batches (one frame at a time on a CPU).
+        from topiq_video.batching import HalvingBatcher
+
+        self._batcher = HalvingBatcher(
+            opts.batch_size
+            or max([DEFAULT_PIPELINE_BATCH, *(m.batch_size for m in self.models.values())]),
+            device=self.device,
+            item_name="frame",
         )
 
     # -- set-up ------------------------------------------------------------------------
@@ -551,26 +557,16 @@ class ScoringRun:
         if batch:
             yield from self._score_batch(batch)
 
+    @property
+    def batch_size(self) -> int:
+        """Frames per pipeline step (smaller for good after an out-of-memory)."""
+        return self._batcher.batch_size
+
     def _score_batch(
         self, batch: Sequence[tuple[VideoFrame, VideoFrame | None]]
     ) -> list[FrameScores]:
         """Score one batch; on a GPU out-of-memory, in halves (never losing a frame)."""
-        try:
-            return self._score_batch_once(batch)
-        except torch.cuda.OutOfMemoryError:
-            if len(batch) == 1:
-                raise
-            if not self._oom_warned:
-                logger.warning(
-                    "GPU out of memory with %d frames per batch: continuing with %d.",
-                    len(batch),
-                    len(batch) // 2,
-                )
-                self._oom_warned = True
-            torch.cuda.empty_cache()
-            self.batch_size = max(1, len(batch) // 2)
-            half = len(batch) // 2
-            return self._score_batch(batch[:half]) + self._score_batch(batch[half:])
+        return [row for part in self._batcher.run(batch, self._score_batch_once) for row in part]
 
     def _score_batch_once(
         self, batch: Sequence[tuple[VideoFrame, VideoFrame | None]]
