@@ -454,8 +454,9 @@ class RuleEngine:
         """Evaluate every rule at ``now`` (Unix seconds); the events this moment emits.
 
         ``signals`` maps signal names to values; a name that is absent, None or NaN is
-        missing. ``since`` may give an on/off signal's own start (a detector's back-dated
-        ``active_since``, in the same clock), used as the episode's start.
+        missing. ``since`` may give when an on/off signal last changed, in the same clock:
+        while it is on, its start (a detector's back-dated ``active_since``), used as the
+        episode's start; once it is off, when it went off, used as the recovery's start.
         """
         if not _finite_number(now):
             raise InvalidInputError(f"now must be finite Unix seconds, got {now!r}")
@@ -491,6 +492,13 @@ class RuleEngine:
             if rule.is_recovered(value):
                 if state.recovered_since is None:
                     state.recovered_since = now
+                    ended = (since or {}).get(rule.signal)
+                    if (
+                        rule.condition == ACTIVE
+                        and _finite_number(ended)
+                        and state.bad_since <= float(ended)  # type: ignore[arg-type]
+                    ):
+                        state.recovered_since = min(now, float(ended))  # type: ignore[arg-type]
                 if now - state.recovered_since >= rule.clear_hold - _TIME_SLACK:
                     events.append(self._event(rule, state, CLEARED, now))
                     self._states[rule.name] = _RuleState()

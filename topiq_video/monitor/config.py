@@ -40,6 +40,9 @@ DEFAULT_MONITOR_MODEL = "topiq_nr"
 DEFAULT_SCORE_FPS = 1.0
 """TOPIQ samples per second and stream."""
 DEFAULT_FREEZE_SECONDS = 2.0
+DEFAULT_FREEZE_NOISE_DB = -60.0
+"""freezedetect's noise floor. A keyframe inside a frozen stretch re-encodes the picture
+with new quantisation noise; on low-quality streams raise it (e.g. -50) to still see it."""
 DEFAULT_BLACK_SECONDS = 2.0
 DEFAULT_SILENCE_SECONDS = 5.0
 DEFAULT_STALL_SECONDS = 5.0
@@ -61,6 +64,7 @@ class StreamConfig:
     model: str = DEFAULT_MONITOR_MODEL
     score_fps: float = DEFAULT_SCORE_FPS
     freeze_seconds: float = DEFAULT_FREEZE_SECONDS
+    freeze_noise_db: float = DEFAULT_FREEZE_NOISE_DB
     black_seconds: float = DEFAULT_BLACK_SECONDS
     silence_seconds: float = DEFAULT_SILENCE_SECONDS
     stall_seconds: float = DEFAULT_STALL_SECONDS
@@ -78,6 +82,13 @@ class StreamConfig:
         for key in ("score_fps", "freeze_seconds", "black_seconds", "silence_seconds"):
             _positive(f"{key} of stream {self.name!r}", getattr(self, key))
         _positive(f"stall_seconds of stream {self.name!r}", self.stall_seconds)
+        if not (
+            isinstance(self.freeze_noise_db, (int, float)) and -120 <= self.freeze_noise_db < 0
+        ):
+            raise InvalidInputError(
+                f"freeze_noise_db of stream {self.name!r} must be between -120 and 0 dB, got "
+                f"{self.freeze_noise_db!r}."
+            )
         if self.rtsp_transport not in RTSP_TRANSPORTS:
             raise InvalidInputError(
                 f"rtsp_transport of stream {self.name!r} is {self.rtsp_transport!r}: use "

@@ -102,14 +102,18 @@ class StreamWorker:
         self._frame_walls: deque[float] = deque()
         self._thumbnail: bytes | None = None
         self._alerts: tuple[ActiveAlert, ...] = ()
-        # Per-connection state.
-        self._wall_offset = 0.0  # wall time minus stream time, for this connection
+        # Per-connection state: when stream time 0 was live (the smallest wall - stream
+        # time seen; frames decoded in a burst after a slow open arrive late, never early).
+        self._origin: float | None = None
         self._next_sample: float | None = None
         # One detector each for the whole run: a reconnect ends their episodes (finish) and
         # they start afresh on the new connection's clock, keeping their totals.
-        self._freeze = FreezeDetector(min_duration=config.freeze_seconds)
+        self._freeze = FreezeDetector(
+            noise_db=config.freeze_noise_db, min_duration=config.freeze_seconds
+        )
         self._black = BlackDetector(min_duration=config.black_seconds)
         self._silence = SilenceDetector(min_duration=config.silence_seconds)
+        self._ended_at: dict[str, float] = {}  # detector -> end of its last episode (stream)
         # Kept for evidence and the session report (bounded).
         self._packets: deque[tuple[float, Any]] = deque()
         self._packet_bytes = 0
@@ -145,6 +149,11 @@ class StreamWorker:
     @property
     def ended(self) -> bool:
         return self._ended
+
+    @property
+    def stream_origin(self) -> float | None:
+        """Wall-clock time at which the current connection's stream time 0 was live."""
+        return self._origin
 
     # -- the connection loop ----------------------------------------------------------
     def _open(self) -> Any:
@@ -221,6 +230,7 @@ class StreamWorker:
     def _new_connection(self) -> None:
         with self._lock:
             self._next_sample = None
+            self._origin = None
 
     def _went_down(self, reason: str) -> None:
         now = time.time()
@@ -291,7 +301,9 @@ class StreamWorker:
 
     def _on_audio(self, chunk: AudioChunk) -> None:
         with self._lock:
-            self._silence.update(chunk.time, chunk.samples, chunk.sample_rate, channels=1)
+            self._note_ends(
+                self._silence.update(chunk.time, chunk.samples, chunk.sample_rate, channels=1)
+            )
             if self._info is not None and not self._info.has_audio:
                 self._info = StreamInfo(**{**self._info.__dict__, "has_audio": True})
 
@@ -300,7 +312,6 @@ class StreamWorker:
         with self._lock:
             if not self._up:
                 self._came_up(now)
-                self._wall_offset = now - frame.time
                 info = source.info
                 self._info = StreamInfo(
                     codec=info.codec,
@@ -319,6 +330,8 @@ class StreamWorker:
                 )
             self._counts["frames_decoded"] += 1
             self._last_frame_wall = now
+            origin = now - frame.time
+            self._origin = origin if self._origin is None else min(self._origin, origin)
             self._frame_walls.append(now)
             while self._frame_walls and now - self._frame_walls[0] > FPS_WINDOW_S:
                 self._frame_walls.popleft()
@@ -329,8 +342,9 @@ class StreamWorker:
             full = frame.color.range == "full"
             # Chroma counts too, as in freezedetect (an encoder may refine luma alone).
             chroma = frame.planes[1:] if frame.planes[0].ndim == 2 else ()
-            self._freeze.update(frame.time, luma, bit_depth=bit_depth, chroma=chroma)
-            self._black.update(frame.time, luma, bit_depth=bit_depth, full_range=full)
+            episodes = self._freeze.update(frame.time, luma, bit_depth=bit_depth, chroma=chroma)
+            episodes += self._black.update(frame.time, luma, bit_depth=bit_depth, full_range=full)
+            self._note_ends(episodes)
             due = self._next_sample is None or frame.time + 1e-6 >= self._next_sample
             if due:
                 step = 1.0 / self.config.score_fps
@@ -339,6 +353,12 @@ class StreamWorker:
                     self._next_sample = frame.time + step
         if due:
             self._submit(self.config.model, Sample(self.name, frame, now))
+
+    def _note_ends(self, episodes: list[Any]) -> None:
+        """Remember when each detector's last episode ended (stream time), for alerts."""
+        for episode in episodes:
+            if episode.end is not None:
+                self._ended_at[episode.kind] = episode.end
 
     # -- from the scorer --------------------------------------------------------------
     def on_scored(self, scored: Scored) -> None:
@@ -399,13 +419,16 @@ class StreamWorker:
             return out
 
     def signal_starts(self, now: float) -> dict[str, float | None]:
-        """Wall-clock starts of the detectors' active episodes (they are back-dated to where
-        the condition began, on the stream's clock)."""
+        """When each detector last changed, in wall-clock time: an active episode's start
+        (back-dated to where the condition began) or the last episode's end, on the stream's
+        clock, which :attr:`stream_origin` maps."""
         with self._lock:
             starts: dict[str, float | None] = {}
             for name, detector in self._detectors().items():
-                since, last = detector.active_since, detector.last_time
-                starts[name] = None if since is None or last is None else now - (last - since)
+                changed = detector.active_since if detector.active else self._ended_at.get(name)
+                starts[name] = (
+                    None if changed is None or self._origin is None else self._origin + changed
+                )
             if self._down_since is not None and not self._up:
                 starts["outage"] = self._down_since
             return starts
