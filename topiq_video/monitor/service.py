@@ -200,12 +200,14 @@ class Monitor:
         self._pending = [p for p in self._pending if p not in due]
         for job in due:
             raised = job.event.time
-            packets, pictures = job.worker.evidence_material(raised - PRE_ROLL_S, now)
+            worker = job.worker
+            pictures = worker.pictures_between(raised - PRE_ROLL_S, now)
             rows = pd.DataFrame(
-                [r for r in self._recent[job.worker.name] if r["time"] >= raised - PRE_ROLL_S]
+                [r for r in self._recent[worker.name] if r["time"] >= raised - PRE_ROLL_S]
             )
             try:
-                write_bundle(job.folder, job.event.to_dict(), packets, pictures, rows, raised)
+                with worker.packets_between(raised - PRE_ROLL_S, now) as packets:
+                    write_bundle(job.folder, job.event.to_dict(), packets, pictures, rows, raised)
             except Exception as exc:  # evidence is best effort; the alert itself went out
                 logger.error("Could not write the evidence bundle %s: %s", job.folder, exc)
 

@@ -11,12 +11,14 @@ monitor runs. Everything the outside reads comes from :meth:`StreamWorker.snapsh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +117,7 @@ class StreamWorker:
         self._silence = SilenceDetector(min_duration=config.silence_seconds)
         self._ended_at: dict[str, float] = {}  # detector -> end of its last episode (stream)
         # Kept for evidence and the session report (bounded).
-        self._packets: deque[tuple[float, Any]] = deque()
+        self._packets: deque[tuple[float, Any]] = deque()  # this connection's only
         self._packet_bytes = 0
         self._pictures: deque[tuple[float, float, torch.Tensor]] = deque()  # (wall, score, uint8)
         self.capture = WorstFrameCapture([config.model], SESSION_GALLERY)
@@ -263,11 +265,14 @@ class StreamWorker:
             self._end_episodes()
 
     def _add_counts(self, source: Any) -> None:
-        """Fold a finished connection's decode counts into the totals."""
+        """Fold a finished connection's decode counts into the totals; its packets go (they
+        refer to its streams, which are gone)."""
         with self._lock:
             for key, value in self._source_counts(source).items():
                 self._counts[key] += value
             self._source = None
+            self._packets.clear()
+            self._packet_bytes = 0
 
     @staticmethod
     def _source_counts(source: Any) -> dict[str, int]:
@@ -508,14 +513,24 @@ class StreamWorker:
         row["alerts"] = ",".join(a.rule for a in snap.alerts)
         return row
 
-    def evidence_material(
-        self, start: float, end: float
-    ) -> tuple[list[Any], list[tuple[float, float, torch.Tensor]]]:
-        """Received packets and scored pictures between two wall times."""
+    def pictures_between(self, start: float, end: float) -> list[tuple[float, float, torch.Tensor]]:
+        """Scored pictures (wall time, score, uint8 RGB) between two wall times."""
         with self._lock:
-            packets = [p for t, p in self._packets if start <= t <= end]
-            pictures = [p for p in self._pictures if start <= p[0] <= end]
-        return packets, pictures
+            return [p for p in self._pictures if start <= p[0] <= end]
+
+    @contextlib.contextmanager
+    def packets_between(self, start: float, end: float) -> Iterator[list[Any]]:
+        """The current connection's received packets between two wall times, its container
+        held open while the block remuxes them (empty when there is no connection)."""
+        source = self._source
+        if source is None:
+            yield []
+            return
+        with source.kept_open() as is_open:
+            with self._lock:
+                current = self._source is source
+                packets = [p for t, p in self._packets if start <= t <= end]
+            yield packets if is_open and current else []
 
     def folder(self, out_dir: str | Path) -> Path:
         return Path(out_dir) / self.name

@@ -18,6 +18,7 @@ missing frames are reported as lost, with where they were.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -263,6 +264,7 @@ class PyAVSource:
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self._thread: threading.Thread | None = None
         self._container_closed = False
+        self._close_lock = threading.Lock()
         self._closed = False
         self._frames_started = False
         self._lookahead_s: float | None = None
@@ -425,9 +427,17 @@ class PyAVSource:
             self._queue.get_nowait()
 
     def _close_container(self) -> None:
-        if not self._container_closed:
-            self._container_closed = True
-            self._container.close()
+        with self._close_lock:
+            if not self._container_closed:
+                self._container_closed = True
+                self._container.close()
+
+    @contextlib.contextmanager
+    def kept_open(self) -> Iterator[bool]:
+        """Hold the container open (True) while the block uses its streams, e.g. as
+        templates for remuxing tapped packets; False when it is already closed."""
+        with self._close_lock:
+            yield not self._container_closed
 
     def __enter__(self) -> PyAVSource:
         return self
