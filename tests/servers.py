@@ -441,6 +441,7 @@ class SrtServer(_GstProcess):
         return args
 
 
+@functools.lru_cache(maxsize=1)
 def ffmpeg_with_srt() -> str | None:
     """Path of an FFmpeg binary that reads ``srt://`` (imageio-ffmpeg's if that package is
     installed, else one on PATH), or None. Not a dependency: SRT tests use it when present."""
@@ -1112,7 +1113,8 @@ class HlsServer(_Lifecycle):
         self._segments: dict[int, bytes] = {}
         self._published = -1  # newest segment number in the playlist
         self._epoch: float | None = None  # wall time (monotonic) of stream time 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the segments and the playlist
+        self._producing = threading.Lock()  # held while segments are made and published
         self._paused = False
         self._http: _HttpThread | None = None
         self._producer: threading.Thread | None = None
@@ -1134,8 +1136,9 @@ class HlsServer(_Lifecycle):
             return max(0, self._published - self.window + 1)
 
     def pause(self) -> None:
-        """Stop publishing new segments (the playlist stays as it is)."""
-        self._paused = True
+        """Stop publishing new segments (the playlist stays as it is from now on)."""
+        with self._producing:  # wait out a segment being published right now
+            self._paused = True
 
     def resume(self) -> None:
         self._paused = False
@@ -1161,11 +1164,10 @@ class HlsServer(_Lifecycle):
     def _run(self) -> None:
         try:
             while not self._stopping.wait(0.02):
-                if self._paused:
-                    continue
-                due = self._due()
-                if due > self._published:
-                    self._produce_until(due)
+                with self._producing:
+                    due = self._due()
+                    if not self._paused and due > self._published:
+                        self._produce_until(due)
         except BaseException as exc:
             self.error = exc
 
