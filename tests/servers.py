@@ -1414,6 +1414,10 @@ class _HttpThread:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         self.thread.join(STOP_TIMEOUT)
+        # Handler threads are daemons the server does not track: wait for them to finish.
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self._connections and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def _reply(
