@@ -6,6 +6,7 @@
 - :class:`UdpTsSender`: a thread that encodes a synthetic picture to MPEG-TS with PyAV and sends it
   in real time as UDP (or RTP) datagrams, with deliberate loss, outages, frozen/black/silent spans.
 - :class:`HttpTsServer`: the same live MPEG-TS as one endless HTTP response per client.
+- :class:`RtmpServer`: an RTMP server (written here) playing the synthetic stream in FLV tags.
 - :class:`HlsServer`: a live HLS origin, a sliding-window playlist whose segments are encoded as
   their time comes.
 - :class:`WebhookReceiver`: records POSTed JSON; can fail the first N requests.
@@ -441,6 +442,7 @@ class SrtServer(_GstProcess):
         return args
 
 
+@functools.lru_cache(maxsize=1)
 def ffmpeg_with_srt() -> str | None:
     """Path of an FFmpeg binary that reads ``srt://`` (imageio-ffmpeg's if that package is
     installed, else one on PATH), or None. Not a dependency: SRT tests use it when present."""
@@ -610,17 +612,20 @@ class SyntheticStream:
         return samples.astype(np.float32)[None, :]
 
 
-class TsEncoder:
-    """Encodes :class:`SyntheticStream` frames to MPEG-TS, writing bytes to ``write`` as each
-    frame is muxed (``flush_packets``), so a live sender can pace it in real time."""
+class StreamEncoder:
+    """Encodes :class:`SyntheticStream` frames to MPEG-TS (or FLV), writing bytes to ``write``
+    as each frame is muxed (``flush_packets``), so a live sender can pace it in real time."""
 
     AUDIO_FRAME = 1024  # AAC frame size
 
-    def __init__(self, stream: SyntheticStream, write: Callable[[bytes], Any]) -> None:
+    def __init__(
+        self, stream: SyntheticStream, write: Callable[[bytes], Any], format: str = "mpegts"
+    ) -> None:
         self.stream = stream
+        self.format = format
         self._sink = _WriteSink(write)
         self._out = av.open(
-            self._sink, "w", format="mpegts", container_options={"flush_packets": "1"}
+            self._sink, "w", format=format, container_options={"flush_packets": "1"}
         )
         video = self._out.add_stream("libx264", rate=stream.fps)
         video.width = stream.width
@@ -654,6 +659,10 @@ class TsEncoder:
         rate = self.stream.audio_rate
         if self._audio_pos is None:  # the audio starts with the first frame
             self._audio_pos = index * rate // self.stream.fps
+            if self.format == "flv":
+                # FLV has no negative times: the muxer would shift every timestamp by AAC's
+                # priming delay. Starting the tone one AAC frame late keeps frame i at i / fps.
+                self._audio_pos += self.AUDIO_FRAME
         end = (index + 1) * rate // self.stream.fps
         while self._audio_pos < end:
             chunk = av.AudioFrame.from_ndarray(
@@ -692,7 +701,7 @@ def encode_ts(stream: SyntheticStream, first_index: int, n_frames: int) -> bytes
     """Frames ``first_index`` .. ``first_index + n_frames - 1`` as one MPEG-TS (an HLS
     segment): starts with a keyframe, timestamps continue those of earlier segments."""
     buf = io.BytesIO()
-    encoder = TsEncoder(stream, buf.write)
+    encoder = StreamEncoder(stream, buf.write)
     for i in range(first_index, first_index + n_frames):
         encoder.encode(i)
     encoder.close()
@@ -736,7 +745,7 @@ class _PacedTsThread(_Lifecycle):
     def _run(self) -> None:
         encoder = None
         try:
-            encoder = TsEncoder(self.stream, self._write)
+            encoder = StreamEncoder(self.stream, self._write)
             if not self._before_first_frame():
                 return
             t0 = time.monotonic()
@@ -984,6 +993,356 @@ class HttpTsServer(_PacedTsThread):
             self._http = None
 
 
+# --------------------------------------------------------------------------- RTMP
+
+RTMP_HANDSHAKE = 1536
+RTMP_OUT_CHUNK = 4096
+RTMP_WINDOW = 2_500_000
+_RTMP_CSID = {8: 4, 9: 6, 18: 5}  # chunk streams for audio, video, data messages
+
+
+def _amf(value: Any) -> bytes:
+    """One AMF0 value (number, boolean, string, null, object)."""
+    if isinstance(value, bool):
+        return b"\x01" + bytes([value])
+    if isinstance(value, int | float):
+        return b"\x00" + struct.pack(">d", float(value))
+    if isinstance(value, str):
+        raw = value.encode()
+        return b"\x02" + struct.pack(">H", len(raw)) + raw
+    if value is None:
+        return b"\x05"
+    if isinstance(value, dict):
+        body = b"".join(
+            struct.pack(">H", len(k.encode())) + k.encode() + _amf(v) for k, v in value.items()
+        )
+        return b"\x03" + body + b"\x00\x00\x09"
+    raise TypeError(f"no AMF0 encoding for {value!r}")
+
+
+def _amf_command(payload: bytes) -> tuple[str, float, str | None]:
+    """(name, transaction id, first string argument) of an AMF0 command message."""
+
+    def string_at(pos: int) -> tuple[str, int] | None:
+        if pos < len(payload) and payload[pos] == 2:
+            n = struct.unpack(">H", payload[pos + 1 : pos + 3])[0]
+            return payload[pos + 3 : pos + 3 + n].decode(errors="replace"), pos + 3 + n
+        return None
+
+    name, pos = string_at(0) or ("", 0)
+    txn = 0.0
+    if pos < len(payload) and payload[pos] == 0:
+        txn = struct.unpack(">d", payload[pos + 1 : pos + 9])[0]
+        pos += 9
+    if pos < len(payload) and payload[pos] == 5:  # the null command object
+        pos += 1
+    arg = string_at(pos)
+    return name, txn, arg[0] if arg else None
+
+
+class _RtmpConnection:
+    """RTMP chunk-stream framing over one client socket (server side)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.in_chunk = 128  # RTMP's initial chunk size, both ways
+        self.out_chunk = 128
+        self._headers: dict[int, dict[str, int]] = {}
+        self._partial: dict[int, bytearray] = {}
+
+    def recv_exact(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("the client closed the connection")
+            buf += chunk
+        return bytes(buf)
+
+    def handshake(self) -> None:
+        c0c1 = self.recv_exact(1 + RTMP_HANDSHAKE)
+        if c0c1[0] != 3:
+            raise ConnectionError(f"not an RTMP client (version byte {c0c1[0]})")
+        # A zero version in S1 asks for the plain handshake (no digests); S2 echoes C1.
+        s1 = bytes(8) + os.urandom(RTMP_HANDSHAKE - 8)
+        self.sock.sendall(b"\x03" + s1 + c0c1[1:])
+        self.recv_exact(RTMP_HANDSHAKE)  # C2
+
+    def read_message(self) -> tuple[int, int, bytes]:
+        """(message type, message stream id, payload) of the next whole message."""
+        while True:
+            first = self.recv_exact(1)[0]
+            fmt, csid = first >> 6, first & 0x3F
+            if csid == 0:
+                csid = 64 + self.recv_exact(1)[0]
+            elif csid == 1:
+                low, high = self.recv_exact(2)
+                csid = 64 + low + 256 * high
+            head = self._headers.setdefault(
+                csid, {"ts": 0, "delta": 0, "len": 0, "type": 0, "sid": 0}
+            )
+            buf = self._partial.setdefault(csid, bytearray())
+            stamp = int.from_bytes(self.recv_exact(3), "big") if fmt <= 2 else 0
+            if fmt <= 1:
+                head["len"] = int.from_bytes(self.recv_exact(3), "big")
+                head["type"] = self.recv_exact(1)[0]
+            if fmt == 0:
+                head["sid"] = struct.unpack("<I", self.recv_exact(4))[0]
+            if fmt <= 2 and stamp == 0xFFFFFF:
+                stamp = struct.unpack(">I", self.recv_exact(4))[0]
+            if fmt == 0:
+                head["ts"], head["delta"] = stamp, 0
+            elif fmt <= 2:
+                head["ts"] += stamp
+                head["delta"] = stamp
+            elif not buf:  # type 3 opening a message repeats the previous delta
+                head["ts"] += head["delta"]
+            buf += self.recv_exact(min(self.in_chunk, head["len"] - len(buf)))
+            if len(buf) < head["len"]:
+                continue
+            payload = bytes(buf)
+            buf.clear()
+            if head["type"] == 1:  # Set Chunk Size
+                self.in_chunk = struct.unpack(">I", payload[:4])[0] & 0x7FFFFFFF
+                continue
+            return head["type"], head["sid"], payload
+
+    def send(self, csid: int, mtype: int, stream_id: int, timestamp: int, payload: bytes) -> None:
+        """One message, as a type-0 chunk followed by type-3 continuation chunks."""
+        extended = timestamp >= 0xFFFFFF
+        out = bytearray([csid])
+        out += (0xFFFFFF if extended else timestamp).to_bytes(3, "big")
+        out += len(payload).to_bytes(3, "big") + bytes([mtype]) + struct.pack("<I", stream_id)
+        ext = struct.pack(">I", timestamp & 0xFFFFFFFF) if extended else b""
+        out += ext
+        for pos in range(0, max(len(payload), 1), self.out_chunk):
+            if pos:
+                out += bytes([0xC0 | csid]) + ext
+            out += payload[pos : pos + self.out_chunk]
+        self.sock.sendall(out)
+
+    def command(self, csid: int, stream_id: int, *values: Any) -> None:
+        self.send(csid, 20, stream_id, 0, b"".join(_amf(v) for v in values))
+
+
+def _pop_flv_tags(buf: bytearray) -> list[tuple[int, int, bytes]]:
+    """Complete FLV tags (type, timestamp in ms, body) taken from the front of ``buf``."""
+    tags = []
+    while len(buf) >= 11:
+        size = int.from_bytes(buf[1:4], "big")
+        if len(buf) < 11 + size + 4:
+            break
+        stamp = int.from_bytes(buf[4:7], "big") | (buf[7] << 24)
+        tags.append((buf[0], stamp, bytes(buf[11 : 11 + size])))
+        del buf[: 11 + size + 4]  # tag header, body, PreviousTagSize
+    return tags
+
+
+class RtmpServer(_Lifecycle):
+    """An RTMP server at ``rtmp://127.0.0.1:PORT/APP/NAME`` (see :attr:`url`).
+
+    Every client that plays ``name`` gets its own live encode of a :class:`SyntheticStream`
+    (``stream_options``; H.264 + AAC in FLV tags, frame ``i`` at ``i / fps`` from the moment it
+    plays), paced in real time. Other names are refused with NetStream.Play.StreamNotFound.
+    Audio is on by default: with both tracks announced FFmpeg's FLV reader stops probing at
+    once (video alone makes ``av.open`` wait out its 5 s analysis). :meth:`stop` closes every
+    connection (clients see the stream end); :meth:`restart` listens again on the same port.
+    ``plays`` records the names clients asked for.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        app: str = "live",
+        name: str = "test",
+        **stream_options: Any,
+    ) -> None:
+        stream_options.setdefault("audio", True)
+        self.stream = SyntheticStream(**stream_options)
+        self.port = port or free_tcp_port()
+        self.app = app
+        self.name = name
+        self.plays: list[str] = []
+        self.errors: list[BaseException] = []
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._clients: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"rtmp://{HOST}:{self.port}/{self.app}/{self.name}"
+
+    @property
+    def running(self) -> bool:
+        return self._listener is not None
+
+    @property
+    def clients(self) -> int:
+        with self._lock:
+            return len(self._clients)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self._stopping.is_set():
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return  # the listener was closed by stop()
+            thread = threading.Thread(
+                target=self._serve, args=(sock,), name="RtmpServer-client", daemon=True
+            )
+            with self._lock:
+                self._clients.add(sock)
+                self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        encoder = None
+        try:
+            sock.settimeout(STOP_TIMEOUT)
+            conn = _RtmpConnection(sock)
+            conn.handshake()
+            if not self._negotiate(conn):
+                return
+            pending = bytearray()
+            encoder = StreamEncoder(self.stream, pending.extend, format="flv")
+            skipped_header = False
+            t0 = time.monotonic()
+            index = 0
+            while not self._stopping.is_set():
+                delay = t0 + index / self.stream.fps - time.monotonic()
+                if delay > 0 and self._stopping.wait(delay):
+                    break
+                encoder.encode(index)
+                index += 1
+                if not skipped_header and len(pending) >= 13:
+                    del pending[:13]  # FLV file header + PreviousTagSize0: not part of RTMP
+                    skipped_header = True
+                if skipped_header:
+                    for tag_type, stamp, body in _pop_flv_tags(pending):
+                        conn.send(_RTMP_CSID[tag_type], tag_type, 1, stamp, body)
+        except OSError:
+            pass  # the client left, or stop() shut the socket
+        except BaseException as exc:  # kept for the test to see, never lost
+            self.errors.append(exc)
+        finally:
+            if encoder is not None:
+                with contextlib.suppress(Exception):
+                    encoder.close(flush=False)
+            with self._lock:
+                self._clients.discard(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _negotiate(self, conn: _RtmpConnection) -> bool:
+        """Answer connect/createStream/play; True once the client plays our stream."""
+        while not self._stopping.is_set():
+            mtype, _stream_id, payload = conn.read_message()
+            if mtype == 17:  # AMF3 command: a format byte, then AMF0
+                payload = payload[1:]
+            elif mtype != 20:
+                continue  # acknowledgements, window sizes, buffer length: nothing to do
+            name, txn, arg = _amf_command(payload)
+            if name == "connect":
+                conn.send(2, 5, 0, 0, struct.pack(">I", RTMP_WINDOW))  # Window Ack Size
+                conn.send(2, 6, 0, 0, struct.pack(">IB", RTMP_WINDOW, 2))  # Peer Bandwidth
+                conn.send(2, 1, 0, 0, struct.pack(">I", RTMP_OUT_CHUNK))  # Set Chunk Size
+                conn.out_chunk = RTMP_OUT_CHUNK
+                conn.command(
+                    3,
+                    0,
+                    "_result",
+                    txn,
+                    {"fmsVer": "FMS/3,0,1,123", "capabilities": 31},
+                    {
+                        "level": "status",
+                        "code": "NetConnection.Connect.Success",
+                        "description": "Connection succeeded.",
+                        "objectEncoding": 0,
+                    },
+                )
+            elif name == "createStream":
+                conn.command(3, 0, "_result", txn, None, 1)
+            elif name == "play":
+                self.plays.append(arg or "")
+                if arg != self.name:
+                    conn.command(
+                        5,
+                        1,
+                        "onStatus",
+                        0,
+                        None,
+                        {
+                            "level": "error",
+                            "code": "NetStream.Play.StreamNotFound",
+                            "description": f"no stream named {arg!r}",
+                        },
+                    )
+                    return False
+                conn.send(2, 4, 0, 0, struct.pack(">HI", 0, 1))  # User Control: StreamBegin 1
+                conn.command(
+                    5,
+                    1,
+                    "onStatus",
+                    0,
+                    None,
+                    {"level": "status", "code": "NetStream.Play.Start", "description": "Playing."},
+                )
+                return True
+        return False
+
+    def start(self) -> RtmpServer:
+        if self._listener is not None:
+            return self
+        self._stopping.clear()
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while True:
+            try:
+                listener.bind((HOST, self.port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    listener.close()
+                    raise
+                time.sleep(0.05)
+        listener.listen()
+        self._listener = listener
+        thread = threading.Thread(
+            target=self._accept, args=(listener,), name="RtmpServer", daemon=True
+        )
+        self._threads = [thread]
+        thread.start()
+        _LIVE.add(self)
+        return self
+
+    def stop(self) -> None:
+        """Close the port and every connection; raises what a client thread raised."""
+        self._stopping.set()
+        if self._listener is not None:
+            # shutdown() wakes the accept() blocked in the other thread; close() alone may not.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for sock in self._clients:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(STOP_TIMEOUT)
+        self._threads = []
+        _LIVE.discard(self)
+        if self.errors:
+            error = self.errors.pop(0)
+            self.errors.clear()
+            raise RuntimeError(f"RtmpServer failed: {error!r}") from error
+
+
 # --------------------------------------------------------------------------- HTTP plumbing
 
 
@@ -1055,6 +1414,10 @@ class _HttpThread:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         self.thread.join(STOP_TIMEOUT)
+        # Handler threads are daemons the server does not track: wait for them to finish.
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self._connections and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def _reply(
@@ -1112,7 +1475,8 @@ class HlsServer(_Lifecycle):
         self._segments: dict[int, bytes] = {}
         self._published = -1  # newest segment number in the playlist
         self._epoch: float | None = None  # wall time (monotonic) of stream time 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the segments and the playlist
+        self._producing = threading.Lock()  # held while segments are made and published
         self._paused = False
         self._http: _HttpThread | None = None
         self._producer: threading.Thread | None = None
@@ -1134,8 +1498,9 @@ class HlsServer(_Lifecycle):
             return max(0, self._published - self.window + 1)
 
     def pause(self) -> None:
-        """Stop publishing new segments (the playlist stays as it is)."""
-        self._paused = True
+        """Stop publishing new segments (the playlist stays as it is from now on)."""
+        with self._producing:  # wait out a segment being published right now
+            self._paused = True
 
     def resume(self) -> None:
         self._paused = False
@@ -1161,11 +1526,10 @@ class HlsServer(_Lifecycle):
     def _run(self) -> None:
         try:
             while not self._stopping.wait(0.02):
-                if self._paused:
-                    continue
-                due = self._due()
-                if due > self._published:
-                    self._produce_until(due)
+                with self._producing:
+                    due = self._due()
+                    if not self._paused and due > self._published:
+                        self._produce_until(due)
         except BaseException as exc:
             self.error = exc
 

@@ -24,6 +24,7 @@ import pytest
 from servers import (
     HlsServer,
     HttpTsServer,
+    RtmpServer,
     RtspServer,
     SrtRelay,
     SrtServer,
@@ -43,6 +44,8 @@ needs_gstreamer = pytest.mark.skipif(
 )
 
 OPEN_TIMEOUT = 10.0  # seconds for av.open and for each blocking read
+# How a client may see a server go away: EOF, EIO, or a reset when unread data was pending.
+STREAM_ENDS = ("eof", "OSError", "ConnectionResetError", "EOFError")
 MIN_PSNR_DB = 30.0  # crf 23 at 320x180 measures about 40 dB; a wrong picture is below 15
 
 
@@ -145,7 +148,7 @@ def test_rtsp_restart_keeps_the_port_and_ends_open_connections():
         pids.append(server.pid)
         _, ended = drain_until_end(old)  # the old connection ends instead of hanging
         old.close()
-        assert ended in ("eof", "OSError") or ended.endswith("Error")
+        assert ended in STREAM_ENDS
         for _ in range(3):  # what a reconnect test does
             server.restart()
             pids.append(server.pid)
@@ -322,6 +325,31 @@ def test_hls_playlist_slides_pauses_stops_and_restarts():
         assert seq3 >= seq2 + 3 and len(names) == 4  # caught up with the clock
 
 
+# --------------------------------------------------------------------------- RTMP
+
+
+def test_rtmp_plays_live_and_refuses_unknown_names():
+    with RtmpServer(black=[(0.4, 0.2)]) as server:
+        stream = server.stream
+        with av.open(server.url, timeout=OPEN_TIMEOUT) as client:
+            kinds = sorted((s.type, s.codec_context.name) for s in client.streams)
+            assert kinds == [("audio", "aac"), ("video", "h264")]
+            frames = decode_until(client, lambda f: len(f) >= 25)
+            assert server.clients == 1
+            server.stop()
+            _, ended = drain_until_end(client)
+        assert ended in STREAM_ENDS
+        server.start()
+        with pytest.raises(PermissionError):  # FFmpeg's mapping of NetStream.Play.StreamNotFound
+            av.open(server.url.replace("/test", "/other"), timeout=OPEN_TIMEOUT)
+    assert server.plays == ["test", "other"]
+    indices = [index_of(f, stream.fps) for f in frames]
+    assert indices == list(range(25))  # each client gets the stream from its first frame
+    for i, frame in zip(indices, frames, strict=True):
+        assert psnr(luma(frame), expected_luma(stream, i)) > MIN_PSNR_DB, i
+    assert {stream.kind(i) for i in indices} == {"moving", "black"}
+
+
 # --------------------------------------------------------------------------- webhooks
 
 
@@ -378,7 +406,7 @@ def test_srt_listener_through_an_ffmpeg_relay():
 
 
 def _our_threads() -> set[str]:
-    names = ("UdpTsSender", "HttpTsServer", "HlsServer")
+    names = ("UdpTsSender", "HttpTsServer", "HlsServer", "RtmpServer")
     return {t.name for t in threading.enumerate() if t.name.startswith(names)}
 
 
@@ -392,11 +420,12 @@ def test_everything_is_gone_after_a_failing_test():
         UdpTsSender() as udp,
         HttpTsServer() as http_ts,
         HlsServer() as hls,
+        RtmpServer() as rtmp,
         WebhookReceiver() as hook,
     ):
         pids = [rtsp.pid, srt.pid]
-        assert udp.running and http_ts.running and hls.running
-        tcp_ports = [rtsp.port, http_ts.port, hls.port, hook.port]
+        assert udp.running and http_ts.running and hls.running and rtmp.running
+        tcp_ports = [rtsp.port, http_ts.port, hls.port, rtmp.port, hook.port]
         raise RuntimeError("the test failed")
     assert all(wait_gone(pid) for pid in pids)
     assert not _our_threads()
