@@ -212,6 +212,8 @@ def expected_count(selection: FrameSelection, info: VideoInfo) -> int | None:
     fps = float(info.fps) if info.fps else None
     if total is None and info.duration and fps:
         total = int(round(info.duration * fps))
+    if total is None and selection.duration and fps:  # a live stream asked for a while
+        total = int(round(((selection.start or 0.0) + selection.duration) * fps))
     if total is None:
         return selection.max_frames
     if fps:
