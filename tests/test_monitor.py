@@ -21,6 +21,8 @@ import pandas as pd
 import pytest
 from servers import (
     HlsServer,
+    HttpTsServer,
+    RtmpServer,
     RtspServer,
     UdpTsSender,
     WebhookReceiver,
@@ -146,6 +148,24 @@ def test_udp_with_lost_packets_keeps_going_and_counts_errors(tmp_path, nr_model)
     counters = snap.counters
     assert counters.decode_errors + counters.lost_frames > 0
     assert snap.up and counters.received_bytes > 0 and counters.frames_scored > 0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: UdpTsSender(rtp=True, wait_for_listener=10, **STREAM),
+        lambda: RtmpServer(**STREAM),
+        lambda: HttpTsServer(**STREAM),
+    ],
+    ids=["rtp", "rtmp", "http-ts"],
+)
+def test_other_transports_are_scored(tmp_path, nr_model, make):
+    with make() as server:
+        monitor = _monitor([server.url], tmp_path, nr_model)
+        with Ticking(monitor):
+            wait_for(lambda: monitor.snapshots()[0].counters.frames_scored > 3, 40, "scores")
+            snap = monitor.snapshots()[0]
+    assert snap.up and snap.counters.frames_decoded > 10 and snap.counters.received_bytes > 0
 
 
 def test_live_hls_with_a_sliding_playlist(tmp_path, nr_model):
