@@ -170,3 +170,21 @@ def test_option_validation() -> None:
             load_model("topiq_nr", device="cuda")
     with pytest.raises(InvalidInputError, match="Unknown model"):
         load_model("topiq_xx", device="cpu")
+
+
+def test_reference_features_computed_once_give_the_same_scores(fr_model):
+    """compare scores several encodes of one source with its features computed once."""
+    gen = torch.Generator().manual_seed(3)
+    ref = torch.rand(3, 3, 64, 96, generator=gen)
+    encodes = [(ref + 0.05 * torch.randn(ref.shape, generator=gen)).clamp(0, 1) for _ in range(2)]
+    features = fr_model.reference_features(ref)
+    for dist in encodes:
+        direct = fr_model.score(dist, ref)
+        shared = fr_model.score(dist, ref_features=features)
+        assert torch.allclose(direct, shared, atol=1e-6), (direct, shared)
+    # A batch mixing the reference frames in another order: features are per frame.
+    order = torch.tensor([2, 0, 1])
+    mixed = fr_model.score(encodes[0][order], ref_features=[f[order] for f in features])
+    assert torch.allclose(mixed, fr_model.score(encodes[0], ref)[order], atol=1e-6)
+    with pytest.raises(InvalidInputError, match="ref or ref_features"):
+        fr_model.score(encodes[0], ref, ref_features=features)

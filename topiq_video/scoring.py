@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -123,6 +124,16 @@ def _check_frames(name: str, x: object) -> torch.Tensor:
     return x
 
 
+@dataclass(frozen=True)
+class _FeatureBatch:
+    """One batch's backbone feature levels; its length is its number of frames."""
+
+    levels: tuple[torch.Tensor, ...]
+
+    def __len__(self) -> int:
+        return int(self.levels[0].shape[0])
+
+
 class TopiqModel:
     """A loaded TOPIQ network plus its checkpoint record, scoring frames in batches."""
 
@@ -198,15 +209,58 @@ class TopiqModel:
                 "use a full-reference model such as 'topiq_fr'."
             )
 
-    def score(self, dist: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
-        """One score per frame, shape (N,), float32 on the CPU."""
-        self.validate(dist, ref)
+    def reference_features(self, ref: torch.Tensor) -> list[torch.Tensor]:
+        """A full-reference model's backbone features of reference frames (N, 3, H, W), to
+        score several encodes of the same source without computing them again (see
+        :meth:`score`'s ``ref_features``). They stay on the model's device."""
+        if not self.use_ref:
+            raise InvalidInputError(
+                f"Model {self._info.name!r} is no-reference: it has no reference features."
+            )
+        _check_frames("ref", ref)
+
+        def run(positions: Sequence[int]) -> list[torch.Tensor]:
+            part = slice(positions[0], positions[-1] + 1)
+            with torch.inference_mode(), self._autocast():
+                return _FeatureBatch(
+                    tuple(self.network.backbone_features(self._prepare(ref[part])))
+                )
+
+        parts = self._batcher.run(
+            range(ref.shape[0]), run, oom_message=lambda: self._oom_message(ref.shape[-2:])
+        )
+        levels = len(parts[0].levels)
+        return [torch.cat([p.levels[level] for p in parts]) for level in range(levels)]
+
+    def score(
+        self,
+        dist: torch.Tensor,
+        ref: torch.Tensor | None = None,
+        *,
+        ref_features: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """One score per frame, shape (N,), float32 on the CPU. A full-reference model takes
+        the reference frames as ``ref``, or their :meth:`reference_features` (one frame's
+        features per distorted frame)."""
+        if ref_features is not None:
+            if ref is not None:
+                raise InvalidInputError("Pass ref or ref_features, not both.")
+            _check_frames("dist", dist)
+            if not self.use_ref or ref_features[0].shape[0] != dist.shape[0]:
+                raise InvalidInputError(
+                    "ref_features need a full-reference model and one frame's features per "
+                    f"distorted frame (got {ref_features[0].shape[0]} for {dist.shape[0]})."
+                )
+        else:
+            self.validate(dist, ref)
         n = dist.shape[0]
         if n == 0:
             return torch.empty(0, dtype=torch.float32)
 
         def run(positions: Sequence[int]) -> torch.Tensor:
             part = slice(positions[0], positions[-1] + 1)  # consecutive frames
+            if ref_features is not None:
+                return self._score_batch(dist[part], None, [f[part] for f in ref_features])
             return self._score_batch(dist[part], None if ref is None else ref[part])
 
         parts = self._batcher.run(
@@ -240,11 +294,19 @@ class TopiqModel:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self._device.type, dtype=dtype)
 
-    def _score_batch(self, dist: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
+    def _score_batch(
+        self,
+        dist: torch.Tensor,
+        ref: torch.Tensor | None,
+        ref_features: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         with torch.inference_mode(), self._autocast():
             d = self._prepare(dist)
-            r = None if ref is None else self._prepare(ref)
-            scores = self.network(d) if r is None else self.network(d, r)
+            if ref_features is not None:
+                scores = self.network(d, ref_features=ref_features)
+            else:
+                r = None if ref is None else self._prepare(ref)
+                scores = self.network(d) if r is None else self.network(d, r)
         scores = scores.reshape(-1).float().cpu()
         if scores.shape[0] != dist.shape[0]:
             raise RuntimeError(

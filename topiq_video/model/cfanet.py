@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -336,18 +336,49 @@ class CFANet(nn.Module):
                 "This is a no-reference (NR) model: call it without `ref`, or build an FR model."
             )
 
-    def forward(self, dist: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
-        """Score ``dist`` (and, for FR, its reference ``ref``); RGB in [0, 1], (N, 3, H, W)."""
-        self._check_inputs(dist, ref)
-        mean = dist.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = dist.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        n = dist.shape[0]
-        images = dist if ref is None else torch.cat((dist, ref))
-        # One backbone pass over dist and ref together: batch norm is in eval mode, so
-        # samples do not interact and this equals two passes.
-        feats = self.semantic_model((images - mean) / std)
-        top_h, top_w = feats[-1].shape[-2:]
+    def backbone_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's multi-scale features of RGB images in [0, 1] (N, 3, H, W).
 
+        For a full-reference model, the reference's features depend on the reference alone:
+        compute them once and pass them as ``ref_features`` to score several encodes."""
+        mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return list(self.semantic_model((images - mean) / std))
+
+    def forward(
+        self,
+        dist: torch.Tensor,
+        ref: torch.Tensor | None = None,
+        *,
+        ref_features: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Score ``dist`` (and, for FR, its reference ``ref``, or the reference's
+        :meth:`backbone_features` as ``ref_features``); RGB in [0, 1], (N, 3, H, W)."""
+        if ref_features is not None:
+            if not self.use_ref or ref is not None:
+                raise InvalidInputError(
+                    "ref_features are for full-reference models, instead of ref (not with it)."
+                )
+            if ref_features[0].shape[0] != dist.shape[0]:
+                raise InvalidInputError(
+                    f"{ref_features[0].shape[0]} reference features for {dist.shape[0]} frames: "
+                    "pass one reference frame's features per distorted frame."
+                )
+            self._check_inputs(dist, dist)
+            feats = [
+                torch.cat((d, r))
+                for d, r in zip(self.backbone_features(dist), ref_features, strict=True)
+            ]
+        else:
+            self._check_inputs(dist, ref)
+            # One backbone pass over dist and ref together: batch norm is in eval mode, so
+            # samples do not interact and this equals two passes.
+            feats = self.backbone_features(dist if ref is None else torch.cat((dist, ref)))
+        return self._head(feats, dist.shape[0])
+
+    def _head(self, feats: Sequence[torch.Tensor], n: int) -> torch.Tensor:
+        """The attention head on backbone features (dist first, then ref for FR)."""
+        top_h, top_w = feats[-1].shape[-2:]
         tokens: list[torch.Tensor] = []
         for level in reversed(range(len(feats))):
             feat = feats[level]
