@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,15 +91,16 @@ def encode_jpeg(chw: torch.Tensor) -> bytes:
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Candidate:
+    """A captured frame: its value and its pictures (JPEG) by role ("dist", "ref",
+    "diff", and any extra the caller gave, e.g. "source")."""
+
     frame: int
     time: float
     value: float
     ref_frame: int | None
     ref_time: float | None
-    dist: bytes
-    ref: bytes | None
-    diff: bytes | None
+    pictures: dict[str, bytes]
     width: int
     height: int
 
@@ -121,10 +122,10 @@ class WorstFrameCapture:
         self.pool_size = max(MIN_POOL, POOL_FACTOR * self.per_metric)
         # Distinct bad moments (at least `spacing` apart), and the plain worst frames that
         # top the gallery up when a short video has too few distinct moments.
-        self._pools: dict[str, list[_Candidate]] = {m: [] for m in metrics}
-        self._plain: dict[str, list[_Candidate]] = {m: [] for m in metrics}
+        self._pools: dict[str, list[Candidate]] = {m: [] for m in metrics}
+        self._plain: dict[str, list[Candidate]] = {m: [] for m in metrics}
 
-    def _admits(self, pool: list[_Candidate], time: float, value: float) -> bool:
+    def _admits(self, pool: list[Candidate], time: float, value: float) -> bool:
         if math.isnan(value):
             return False
         for c in pool:
@@ -134,7 +135,7 @@ class WorstFrameCapture:
             return True
         return value < max(c.value for c in pool)
 
-    def _admits_plain(self, plain: list[_Candidate], value: float) -> bool:
+    def _admits_plain(self, plain: list[Candidate], value: float) -> bool:
         if math.isnan(value):
             return False
         return len(plain) < self.per_metric or value < max(c.value for c in plain)
@@ -149,8 +150,10 @@ class WorstFrameCapture:
         ref_rgb: torch.Tensor | None = None,
         ref_frames: Sequence[int | None] | None = None,
         ref_times: Sequence[float | None] | None = None,
+        extra: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
-        """Consider a batch's frames of ``metric``; (N, 3, H, W) pictures in [0, 1]."""
+        """Consider a batch's frames of ``metric``; (N, 3, H, W) pictures in [0, 1].
+        ``extra`` pictures (same frames) are kept beside them under their names."""
         if self.per_metric <= 0 or metric not in self._pools:
             return
         pool, plain = self._pools[metric], self._plain[metric]
@@ -163,22 +166,22 @@ class WorstFrameCapture:
             if not (spaced or top):
                 continue
             dist = _to_display(dist_rgb[i], self.max_width)
-            ref = diff = None
+            pictures = {"dist": encode_jpeg(dist)}
             if ref_rgb is not None:
-                ref = encode_jpeg(_to_display(ref_rgb[i], self.max_width))
+                pictures["ref"] = encode_jpeg(_to_display(ref_rgb[i], self.max_width))
                 full_diff = difference_picture(dist_rgb[i], ref_rgb[i]).float() / 255.0
-                diff = encode_jpeg(_to_display(full_diff, self.max_width))
-            candidate = _Candidate(
+                pictures["diff"] = encode_jpeg(_to_display(full_diff, self.max_width))
+            for role, batch in (extra or {}).items():
+                pictures[role] = encode_jpeg(_to_display(batch[i], self.max_width))
+            ref_frame = None if ref_frames is None else ref_frames[i]
+            ref_time = None if ref_times is None else ref_times[i]
+            candidate = Candidate(
                 frame=int(frames[i]),
                 time=t,
                 value=value,
-                ref_frame=None
-                if ref_frames is None or ref_frames[i] is None
-                else int(ref_frames[i]),
-                ref_time=None if ref_times is None or ref_times[i] is None else float(ref_times[i]),
-                dist=encode_jpeg(dist),
-                ref=ref,
-                diff=diff,
+                ref_frame=None if ref_frame is None else int(ref_frame),
+                ref_time=None if ref_time is None else float(ref_time),
+                pictures=pictures,
                 width=int(dist.shape[-1]),
                 height=int(dist.shape[-2]),
             )
@@ -192,30 +195,31 @@ class WorstFrameCapture:
                 if len(plain) > self.per_metric:
                     plain.remove(max(plain, key=lambda c: (c.value, c.time)))
 
-    def gallery(self) -> tuple[tuple[GalleryEntry, ...], dict[str, bytes]]:
-        """The pictures to show, worst first per metric, and their JPEG files."""
-        entries: list[GalleryEntry] = []
-        images: dict[str, bytes] = {}
+    def picked(self) -> dict[str, list[Candidate]]:
+        """Per metric, the candidates to show, worst first (see the module docstring)."""
+        out: dict[str, list[Candidate]] = {}
         for metric, spaced in self._pools.items():
             unique = {c.frame: c for c in [*spaced, *self._plain[metric]]}
             pool = sorted(unique.values(), key=lambda c: c.time)
-            picked = pick_worst(
+            order = pick_worst(
                 np.array([c.value for c in pool]),
                 np.array([c.time for c in pool]),
                 self.per_metric,
                 spacing=self.spacing,
             )
-            slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in metric)
-            for rank, i in enumerate(picked, start=1):
-                c = pool[i]
-                stem = f"{GALLERY_DIR}/{slug}-{rank}"
-                names = {"dist": f"{stem}-dist.jpg"}
-                images[names["dist"]] = c.dist
-                if c.ref is not None and c.diff is not None:
-                    names["ref"] = f"{stem}-ref.jpg"
-                    names["diff"] = f"{stem}-diff.jpg"
-                    images[names["ref"]] = c.ref
-                    images[names["diff"]] = c.diff
+            out[metric] = [pool[i] for i in order]
+        return out
+
+    def gallery(self) -> tuple[tuple[GalleryEntry, ...], dict[str, bytes]]:
+        """The pictures to show, worst first per metric, and their JPEG files."""
+        entries: list[GalleryEntry] = []
+        images: dict[str, bytes] = {}
+        for metric, picked in self.picked().items():
+            slug = file_slug(metric)
+            for rank, c in enumerate(picked, start=1):
+                names = {role: f"{GALLERY_DIR}/{slug}-{rank}-{role}.jpg" for role in c.pictures}
+                for role, name in names.items():
+                    images[name] = c.pictures[role]
                 entries.append(
                     GalleryEntry(
                         metric=metric,
@@ -234,3 +238,8 @@ class WorstFrameCapture:
                     )
                 )
         return tuple(entries), images
+
+
+def file_slug(text: str) -> str:
+    """``text`` reduced to characters safe in a file name."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
