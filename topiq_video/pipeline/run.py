@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -230,6 +230,107 @@ def expected_count(selection: FrameSelection, info: VideoInfo) -> int | None:
     return total if selection.max_frames is None else min(total, selection.max_frames)
 
 
+def load_models(
+    metrics: Sequence[str],
+    options: ScoreOptions,
+    *,
+    has_ref: bool,
+    given: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The TOPIQ models a run's metrics need, loaded once (``given`` ones reused)."""
+    models = dict(given or {})
+    topiq_names = [m for m in metrics if m not in METRICS]
+    if options.weights is not None and len(topiq_names) > 1:
+        raise InvalidInputError(
+            "weights names one checkpoint file, but several TOPIQ models were asked for "
+            f"({', '.join(topiq_names)}): score them in separate runs."
+        )
+    from topiq_video.model import load_model
+
+    for name in topiq_names:
+        if name in models:
+            continue
+        try:
+            models[name] = load_model(
+                name,
+                weights=options.weights,
+                device=options.device,
+                precision=options.precision,
+                batch_size=options.batch_size,
+                progress=options.progress,
+            )
+        except WeightsError as exc:
+            if not has_ref or options.weights is not None:
+                raise
+            raise WeightsError(
+                f"{exc}\nPSNR and SSIM need no weights: metrics psnr_y,ssim_y score without TOPIQ."
+            ) from exc
+    return models
+
+
+def step_batcher(options: ScoreOptions, models: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The scoring device and the pipeline's own step (colour, PSNR/SSIM, scenes), which is
+    independent of the models': they split what they get into their own batches."""
+    from topiq_video.batching import HalvingBatcher
+
+    if models:
+        device = next(iter(models.values())).device
+    else:
+        from topiq_video.scoring import resolve_device
+
+        device = resolve_device(options.device)
+    size = options.batch_size or max(
+        [DEFAULT_PIPELINE_BATCH, *(m.batch_size for m in models.values())]
+    )
+    return device, HalvingBatcher(size, device=device, item_name="frame")
+
+
+def target_size(
+    scale: str | tuple[int, int], dist_wh: tuple[int, int], ref_wh: tuple[int, int]
+) -> tuple[int, int]:
+    """The common size of a pair under a parsed ``scale_to``."""
+    if scale == "ref":
+        return ref_wh
+    if scale == "dist":
+        return dist_wh
+    return scale  # type: ignore[return-value]
+
+
+class SceneTracker:
+    """The scene detector fed with frames already decoded, each source frame once; keeps
+    the content score of every frame it saw (for the timeline)."""
+
+    def __init__(self, options: ScoreOptions) -> None:
+        from topiq_video.scenes import ContentDetector
+
+        self.detector = ContentDetector(
+            threshold=options.scene_threshold, min_scene_len=options.min_scene_len
+        )
+        self.content: dict[int, float] = {}
+        self._last = -1
+
+    def feed(self, frames: Sequence[VideoFrame], rgb: Callable[[], torch.Tensor]) -> list[float]:
+        """Feed a batch of frames (``rgb()`` gives their pictures); their content scores."""
+        fresh: list[int] = []  # positions of frames the detector has not seen
+        for i, frame in enumerate(frames):
+            last = frames[fresh[-1]].index if fresh else self._last
+            if frame.index > last:
+                fresh.append(i)
+        if fresh:
+            from topiq_video.scenes import downscale_for_scenes
+
+            small = downscale_for_scenes(rgb()[fresh])
+            numbers = [frames[i].index for i in fresh]
+            self.detector.update(numbers, small)
+            scores = self.detector.last_scores(len(numbers))
+            self.content.update(zip(numbers, scores, strict=True))
+            self._last = frames[fresh[-1]].index
+        return [self.content.get(f.index, math.nan) for f in frames]
+
+    def finish(self) -> list[int]:
+        return list(self.detector.finish())
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -265,79 +366,24 @@ class ScoringRun:
         self.last_time: float | None = None
         self._iterated = False
         self._closed = False
-        self._detector = None
-        self._content: dict[int, float] = {}  # scene score per source frame, as it goes by
-        self._last_scene_frame = -1
+        self._scenes = SceneTracker(opts) if opts.detect_scenes else None
         self._capture = None
         if opts.gallery > 0:
             from topiq_video.pipeline.capture import WorstFrameCapture
 
             self._capture = WorstFrameCapture(self.metrics, opts.gallery)
-        if opts.detect_scenes:
-            from topiq_video.scenes import ContentDetector
-
-            self._detector = ContentDetector(
-                threshold=opts.scene_threshold, min_scene_len=opts.min_scene_len
-            )
         self._sources: dict[str, FrameSource] = {}
         try:
             # Inputs first: a wrong path should not wait for a weights download.
             self._open_sources(dist, ref)
             self.file_cuts = self._load_cut_list()
-            self.models = self._load_models(models)
+            self.models = load_models(self.metrics, opts, has_ref=self.has_ref, given=models)
         except BaseException:
             self.close()
             raise
-        if self.models:
-            self.device = next(iter(self.models.values())).device
-        else:
-            from topiq_video.scoring import resolve_device
-
-            self.device = resolve_device(opts.device)
-        # The pipeline's own step (colour, PSNR/SSIM, scenes) is independent of the models',
-        # which split what they get into their own batches (one frame at a time on a CPU).
-        from topiq_video.batching import HalvingBatcher
-
-        self._batcher = HalvingBatcher(
-            opts.batch_size
-            or max([DEFAULT_PIPELINE_BATCH, *(m.batch_size for m in self.models.values())]),
-            device=self.device,
-            item_name="frame",
-        )
+        self.device, self._batcher = step_batcher(opts, self.models)
 
     # -- set-up ------------------------------------------------------------------------
-    def _load_models(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
-        opts = self.options
-        models = dict(given or {})
-        topiq_names = [m for m in self.metrics if m not in METRICS]
-        if opts.weights is not None and len(topiq_names) > 1:
-            raise InvalidInputError(
-                "weights names one checkpoint file, but several TOPIQ models were asked for "
-                f"({', '.join(topiq_names)}): score them in separate runs."
-            )
-        from topiq_video.model import load_model
-
-        for name in topiq_names:
-            if name in models:
-                continue
-            try:
-                models[name] = load_model(
-                    name,
-                    weights=opts.weights,
-                    device=opts.device,
-                    precision=opts.precision,
-                    batch_size=opts.batch_size,
-                    progress=opts.progress,
-                )
-            except WeightsError as exc:
-                if not self.has_ref or opts.weights is not None:
-                    raise
-                raise WeightsError(
-                    f"{exc}\nPSNR and SSIM need no weights: metrics psnr_y,ssim_y score "
-                    "without TOPIQ."
-                ) from exc
-        return models
-
     def _open_sources(self, dist: Any, ref: Any) -> None:
         opts = self.options
         sel = opts.selection
@@ -392,7 +438,7 @@ class ScoringRun:
     @property
     def content_scores(self) -> Mapping[int, float]:
         """Scene-detector content score per source frame seen so far."""
-        return self._content
+        return self._scenes.content if self._scenes is not None else {}
 
     @property
     def capture(self) -> Any:
@@ -403,20 +449,13 @@ class ScoringRun:
         if not self.has_ref:
             return None, None
         dist, ref = self.inputs["dist"], self.inputs["ref"]
-        target = self._target_size((dist.width, dist.height), (ref.width, ref.height))
+        target = target_size(self._scale, (dist.width, dist.height), (ref.width, ref.height))
         parts = []
         if (dist.width, dist.height) != target:
             parts.append(f"distorted {dist.width}x{dist.height} -> {target[0]}x{target[1]}")
         if (ref.width, ref.height) != target:
             parts.append(f"reference {ref.width}x{ref.height} -> {target[0]}x{target[1]}")
         return (", ".join(parts) + " (bicubic)" if parts else None), target
-
-    def _target_size(self, dist_wh: tuple[int, int], ref_wh: tuple[int, int]) -> tuple[int, int]:
-        if self._scale == "ref":
-            return ref_wh
-        if self._scale == "dist":
-            return dist_wh
-        return self._scale  # type: ignore[return-value]
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
@@ -460,8 +499,8 @@ class ScoringRun:
             yield from self._score_batches(pairs)
         finally:
             self.close()
-            if self._detector is not None:
-                self.cuts = list(self._detector.finish())
+            if self._scenes is not None:
+                self.cuts = self._scenes.finish()
 
     def align(self) -> OffsetEstimate:
         """The offset between encode and source (searched on the first seconds of both when
@@ -577,7 +616,7 @@ class ScoringRun:
         ref = [r for _, r in batch if r is not None]
         has_ref = self.has_ref and len(ref) == len(batch) and bool(ref)
         target = (
-            self._target_size((dist[0].width, dist[0].height), (ref[0].width, ref[0].height))
+            target_size(self._scale, (dist[0].width, dist[0].height), (ref[0].width, ref[0].height))
             if has_ref
             else None
         )
@@ -657,27 +696,12 @@ class ScoringRun:
         self, dist: Sequence[VideoFrame], ref: Sequence[VideoFrame] | None, rgb: Any
     ) -> list[float] | None:
         """Feed the scene detector; the content score of each row's source frame."""
-        if self._detector is None:
+        if self._scenes is None:
             return None
         # Cuts come from the source in FR mode (the encode's damage must not fake cuts),
         # numbered as the source's frames; a reference frame shown twice is seen once.
         role = "ref" if ref is not None else "dist"
-        source = ref if ref is not None else dist
-        fresh: list[int] = []  # positions in the batch of frames the detector has not seen
-        for i, frame in enumerate(source):
-            last = source[fresh[-1]].index if fresh else self._last_scene_frame
-            if frame.index > last:
-                fresh.append(i)
-        if fresh:
-            from topiq_video.scenes import downscale_for_scenes
-
-            small = downscale_for_scenes(rgb(role)[fresh])
-            numbers = [source[i].index for i in fresh]
-            self._detector.update(numbers, small)
-            scores = self._detector.last_scores(len(numbers))
-            self._content.update(zip(numbers, scores, strict=True))
-            self._last_scene_frame = source[fresh[-1]].index
-        return [self._content.get(f.index, math.nan) for f in source]
+        return self._scenes.feed(ref if ref is not None else dist, lambda: rgb(role))
 
     def source_warnings(self) -> list[str]:
         """What decoding met that a reader must know (truncation, damage, gaps, loss)."""
