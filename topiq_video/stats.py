@@ -23,6 +23,11 @@ Rules:
   Any block, given or estimated, is capped at ``max(1, n // MIN_BLOCKS)`` frames so a resample
   holds at least ``MIN_BLOCKS`` blocks: with a block as long as the series every circular
   resample is a rotation of it, and the interval would collapse to the mean.
+* Coverage, measured by simulation (AR(1) differences with neighbour correlation 0.9, true
+  difference 0; see tests/test_stats.py): the 95 % interval covers 0 in about 94 % of trials
+  at 10,000 frames, 87 % at 500 and 81 % at 250 (short, strongly correlated series hold few
+  independent blocks, so any block bootstrap is too narrow there); treating the frames as
+  independent (``block=1``) covers about 32 %.
 * Reproducible: the resampling uses ``numpy.random.default_rng(seed)``; the same inputs and
   seed give the identical interval.
 """
@@ -65,7 +70,8 @@ class Difference:
     ``"no difference"`` (the interval holds 0) or ``"no data"`` (no frame with both values).
     ``block`` is the block length used, in frames; ``block_rule`` says where it came from
     (``"given"``, ``"politis-white"``, ``"degenerate"`` when no resampling was needed).
-    ``dropped`` counts frames left out because either value was NaN or infinite.
+    ``dropped`` counts frames left out because either value was NaN or infinite. ``notes``
+    says when a block was shortened to leave enough blocks.
     """
 
     mean: float | None
@@ -166,7 +172,6 @@ def paired_difference(
             **common,
         )
 
-    mean = float(np.mean(diffs))
     if n == 1 or bool(np.all(diffs == diffs[0])):
         # Every resample would hold the same value: the interval is the point itself.
         point = float(diffs[0])
@@ -196,6 +201,7 @@ def paired_difference(
         )
         length = cap
 
+    mean = float(np.mean(diffs))
     means = _circular_block_means(diffs, length, int(resamples), int(seed))
     tail = (1.0 - confidence) / 2.0
     low, high = (float(v) for v in np.quantile(means, [tail, 1.0 - tail]))
