@@ -256,7 +256,7 @@ def test_load_cut_list_errors_name_the_line(tmp_path) -> None:
     times_only.write_text("12\n1.5\n")
     with pytest.raises(InvalidInputError, match="line 2"):
         load_cut_list(times_only)
-    with pytest.raises(InvalidInputError, match="cannot read"):
+    with pytest.raises(InvalidInputError, match="Cannot read the cut list"):
         load_cut_list(tmp_path / "missing.txt")
 
 
