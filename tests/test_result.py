@@ -29,8 +29,8 @@ def _no_constants(name: str):
 
 
 def test_shipped_schema_is_the_generated_one():
-    """Refresh with: python -c "from topiq_video.result import write_schema;
-    write_schema('topiq_video/schemas/report.schema.json')" """
+    """Refresh with: python -c "from topiq_video.result import write_schemas;
+    write_schemas('topiq_video/schemas')" """
     assert shipped_schema() == report_schema()
 
 

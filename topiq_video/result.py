@@ -23,9 +23,11 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
+from topiq_video.bdrate import BDResult
 from topiq_video.errors import InvalidInputError
 from topiq_video.files import atomic_path, atomic_write_bytes, atomic_write_text
 from topiq_video.pipeline.options import ScoreOptions
+from topiq_video.stats import Difference
 from topiq_video.video.probe import ColorInfo
 
 if TYPE_CHECKING:
@@ -423,44 +425,59 @@ class ScoreResult:
     def save(self, out_dir: str | os.PathLike[str], *, csv: bool = True) -> SavedReport:
         """Write ``frames.parquet`` (and ``frames.csv``), the gallery images, and last
         ``report.json``, each atomically: a folder with a report.json is complete."""
-        from topiq_video.report.tables import write_frames_table
-
-        out = Path(out_dir)
-        frames_path = write_frames_table(self.frames, out / self.report.frames.file)
-        csv_path = out / FRAMES_CSV_FILE
-        if csv:
-            write_frames_table(self.frames, csv_path)
-        for name, data in self.images.items():
-            atomic_write_bytes(out / _safe_relative(name), data)
-        json_path = atomic_write_text(out / REPORT_FILE, dumps_report(self.report))
-        return SavedReport(out, json_path, frames_path, csv_path)
+        return _save(self, Path(out_dir), REPORT_FILE, dumps_report(self.report), csv=csv)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ScoreResult:
         """Read a saved result: ``report.json`` (or its folder), its frames and images."""
-        import pandas as pd
-
-        target = Path(path)
-        json_path = target / REPORT_FILE if target.is_dir() else target
-        report = load_report(json_path)
-        folder = json_path.parent
-        frames_file = folder / _safe_relative(report.frames.file)
-        try:
-            frames = pd.read_parquet(frames_file)
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(
-                f"Cannot read the per-frame table {os.fsdecode(frames_file)!r} named by "
-                f"{os.fsdecode(json_path)!r}: {exc}. Keep report.json beside the files it names."
-            ) from exc
-        images: dict[str, bytes] = {}
-        for entry in report.gallery:
-            for name in entry.images():
-                image = folder / _safe_relative(name)
-                try:
-                    images[name] = image.read_bytes()
-                except OSError:
-                    continue  # a missing picture is shown as missing, not an error
+        json_path, report = _locate(path, REPORT_FILE, load_report)
+        frames, images = _load_files(json_path, report.frames.file, report.gallery)
         return cls(report=report, frames=frames, images=images)
+
+
+def _save(result: Any, out: Path, json_name: str, text: str, *, csv: bool) -> SavedReport:
+    """The frames, the pictures, then the document (the commit marker), all atomically."""
+    from topiq_video.report.tables import write_frames_table
+
+    frames_path = write_frames_table(result.frames, out / result.report.frames.file)
+    csv_path = out / FRAMES_CSV_FILE
+    if csv:
+        write_frames_table(result.frames, csv_path)
+    for name, data in result.images.items():
+        atomic_write_bytes(out / _safe_relative(name), data)
+    json_path = atomic_write_text(out / json_name, text)
+    return SavedReport(out, json_path, frames_path, csv_path)
+
+
+def _locate(path: str | os.PathLike[str], json_name: str, loader: Any) -> tuple[Path, Any]:
+    target = Path(path)
+    json_path = target / json_name if target.is_dir() else target
+    return json_path, loader(json_path)
+
+
+def _load_files(
+    json_path: Path, frames_name: str, gallery: Any
+) -> tuple[pd.DataFrame, dict[str, bytes]]:
+    """The frames table and the pictures a saved document names (inside its folder)."""
+    import pandas as pd
+
+    folder = json_path.parent
+    frames_file = folder / _safe_relative(frames_name)
+    try:
+        frames = pd.read_parquet(frames_file)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(
+            f"Cannot read the per-frame table {os.fsdecode(frames_file)!r} named by "
+            f"{os.fsdecode(json_path)!r}: {exc}. Keep the document beside the files it names."
+        ) from exc
+    images: dict[str, bytes] = {}
+    for entry in gallery:
+        for name in entry.images():
+            try:
+                images[name] = (folder / _safe_relative(name)).read_bytes()
+            except OSError:
+                continue  # a missing picture is shown as missing, not an error
+    return frames, images
 
 
 def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> bool:
@@ -506,16 +523,19 @@ def dumps_report(report: Report) -> str:
 
 def load_report(path: str | os.PathLike[str]) -> Report:
     """Read and validate ``report.json`` (untrusted: sizes and types are checked)."""
+    return _load_document(Path(path), SCHEMA_ID, _adapter())
+
+
+def _load_document(json_path: Path, schema_id: str, adapter: Any) -> Any:
     from pydantic import ValidationError
 
-    json_path = Path(path)
+    name = json_path.name
     try:
         size = json_path.stat().st_size
         if size > MAX_REPORT_BYTES:
             raise InvalidInputError(
-                f"{os.fsdecode(json_path)!r} is {size / 2**20:.0f} MiB, more than a report.json "
-                f"can be ({MAX_REPORT_BYTES // 2**20} MiB). Pass a report.json written by "
-                "topiq-video."
+                f"{os.fsdecode(json_path)!r} is {size / 2**20:.0f} MiB, more than a {name} can "
+                f"be ({MAX_REPORT_BYTES // 2**20} MiB). Pass a {name} written by topiq-video."
             )
         raw = json_path.read_bytes()
     except OSError as exc:
@@ -523,29 +543,29 @@ def load_report(path: str | os.PathLike[str]) -> Report:
 
         raise InvalidInputError(
             f"Cannot read {os.fsdecode(json_path)!r}: {describe_os_error(exc)}. Pass the "
-            "report.json of a topiq-video report (or its folder)."
+            f"{name} of a topiq-video result (or its folder)."
         ) from exc
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInputError(
-            f"{os.fsdecode(json_path)!r} is not JSON ({exc}). Pass the report.json of a "
-            "topiq-video report."
+            f"{os.fsdecode(json_path)!r} is not JSON ({exc}). Pass the {name} of a "
+            "topiq-video result."
         ) from exc
     schema = data.get("schema") if isinstance(data, dict) else None
-    if schema != SCHEMA_ID:
+    if schema != schema_id:
         raise InvalidInputError(
-            f"{os.fsdecode(json_path)!r} is not a {SCHEMA_ID} document (its schema is "
-            f"{schema!r}). Make the report again with this version of topiq-video."
+            f"{os.fsdecode(json_path)!r} is not a {schema_id} document (its schema is "
+            f"{schema!r}). Make it again with this version of topiq-video."
         )
     try:
-        return _adapter().validate_python(data)
+        return adapter.validate_python(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise InvalidInputError(
-            f"{os.fsdecode(json_path)!r} does not match {SCHEMA_ID} ({exc.error_count()} "
-            f"problem(s); first at {where or 'top level'}: {first.get('msg')}). Make the report "
+            f"{os.fsdecode(json_path)!r} does not match {schema_id} ({exc.error_count()} "
+            f"problem(s); first at {where or 'top level'}: {first.get('msg')}). Make it "
             "again with this version of topiq-video."
         ) from exc
 
@@ -558,21 +578,243 @@ def report_schema() -> dict[str, Any]:
     return schema
 
 
-def shipped_schema() -> dict[str, Any]:
-    """The schema file shipped with the package (tests keep it equal to :func:`report_schema`)."""
+def shipped_schema(resource: str = SCHEMA_RESOURCE) -> dict[str, Any]:
+    """A schema file shipped with the package (tests keep each equal to its generator)."""
     from importlib import resources
 
-    text = resources.files("topiq_video.schemas").joinpath(SCHEMA_RESOURCE).read_text("utf-8")
+    text = resources.files("topiq_video.schemas").joinpath(resource).read_text("utf-8")
     return json.loads(text)
 
 
-def write_schema(path: str | os.PathLike[str]) -> Path:
-    """Write the generated schema (used to refresh the shipped copy)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(report_schema(), indent=1) + "\n", encoding="utf-8")
-    return Path(path)
+def write_schemas(folder: str | os.PathLike[str]) -> list[Path]:
+    """Write the generated schemas (to refresh the shipped copies)::
+
+    python -c "from topiq_video.result import write_schemas; write_schemas('topiq_video/schemas')"
+    """
+    written = []
+    for name, schema in (
+        (SCHEMA_RESOURCE, report_schema()),
+        (COMPARE_SCHEMA_RESOURCE, compare_schema()),
+    ):
+        with atomic_path(Path(folder) / name) as tmp:
+            tmp.write_text(json.dumps(schema, indent=1) + "\n", encoding="utf-8")
+        written.append(Path(folder) / name)
+    return written
 
 
 def field_names(cls: type) -> tuple[str, ...]:
     """The field names of one of the result dataclasses (for table writers)."""
     return tuple(f.name for f in fields(cls))
+
+
+# ---------------------------------------------------------------------------- compare
+
+COMPARE_SCHEMA_ID = "topiq-video/compare@1"
+COMPARE_FILE = "compare.json"
+COMPARE_SCHEMA_RESOURCE = "compare.schema.json"
+
+
+@dataclass(frozen=True)
+class SceneSpan:
+    """A scene of the source (its frame numbers and times), shared by every encode."""
+
+    index: int
+    start_frame: int
+    end_frame: int
+    start_time: float
+    end_time: float
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """One encode: what it is, how it aligned, and its statistics per scene of the source.
+    ``error`` says why an encode could not be (fully) scored; what it scored is kept."""
+
+    label: str
+    path: str
+    encoder: str | None
+    rate: float | None  # the setting it was made at (CRF, QP, target), from the manifest
+    error: str | None
+    input: InputInfo | None
+    file_size: int | None
+    bitrate: float | None  # measured video bits per second
+    duration: float | None
+    alignment: Alignment | None
+    warnings: tuple[str, ...]
+    frames_scored: int
+    summary: dict[str, MetricStats]
+    scenes: tuple[SceneResult, ...]
+
+
+@dataclass(frozen=True)
+class SceneDifference:
+    """An encode's difference from the baseline in one scene (B - A, higher is better)."""
+
+    scene: int
+    difference: Difference
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """One metric of one encode against the baseline: over all frames and per scene."""
+
+    metric: str
+    overall: Difference
+    scenes: tuple[SceneDifference, ...]
+    won: int
+    tied: int
+    lost: int
+    no_data: int
+
+
+@dataclass(frozen=True)
+class EncodeComparison:
+    label: str
+    baseline: str
+    metrics: tuple[MetricComparison, ...]
+
+
+@dataclass(frozen=True)
+class RDPoint:
+    """An encode on the rate-quality plane: its measured bitrate and pooled metrics
+    (``values[metric][stat]``, stat "mean" or "p5")."""
+
+    label: str
+    encoder: str | None
+    rate: float | None
+    bitrate: float | None
+    values: dict[str, dict[str, float | None]]
+
+
+@dataclass(frozen=True)
+class BDEntry:
+    """An encoder against the baseline's encoder on one metric and statistic."""
+
+    encoder: str
+    baseline: str
+    metric: str
+    stat: str
+    bd_rate: BDResult
+    bd_metric: BDResult
+    scenes: tuple[tuple[int, float | None], ...] = ()  # per-scene BD-rate (scene, percent)
+
+
+@dataclass(frozen=True)
+class CompareGalleryEntry:
+    """A source frame where an encode and the baseline differ most on a metric: the
+    source, both encodes and their difference, captured during the pass."""
+
+    label: str
+    baseline: str
+    metric: str
+    rank: int
+    ref_frame: int
+    time: float  # source time
+    scene: int | None
+    value: float | None  # the encode's value
+    baseline_value: float | None
+    images: dict[str, str]  # role ("source", "baseline", "encode", "diff") -> file
+
+    def files(self) -> tuple[str, ...]:
+        return tuple(self.images.values())
+
+
+@dataclass(frozen=True)
+class CompareReport:
+    """What ``compare.json`` holds (its JSON Schema is generated from this type)."""
+
+    run: RunInfo
+    source: InputInfo
+    models: tuple[ModelInfo, ...]
+    metrics: tuple[MetricInfo, ...]
+    baseline: str
+    encodes: tuple[EncodeResult, ...]
+    scene_source: SceneSource
+    scenes: tuple[SceneSpan, ...]
+    comparisons: tuple[EncodeComparison, ...]
+    rd: tuple[RDPoint, ...]
+    bd: tuple[BDEntry, ...]
+    gallery: tuple[CompareGalleryEntry, ...]
+    warnings: tuple[str, ...]
+    interruption: Interruption | None
+    frames: FramesTable
+    schema: Literal["topiq-video/compare@1"] = COMPARE_SCHEMA_ID
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.metrics)
+
+    def encode(self, label: str) -> EncodeResult:
+        return next(e for e in self.encodes if e.label == label)
+
+
+@dataclass(frozen=True, eq=False)
+class CompareResult:
+    """A comparison: the report, the long per-frame table (one row per encode and frame:
+    ``encode``, ``frame``, ``time``, ``ref_frame``, ``ref_time``, ``scene``, metrics) and
+    the gallery's pictures."""
+
+    report: CompareReport
+    frames: pd.DataFrame = field(repr=False)
+    images: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CompareResult):
+            return NotImplemented
+        return (
+            self.report == other.report
+            and _frames_equal(self.frames, other.frames)
+            and dict(self.images) == dict(other.images)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def table(self, metric: str) -> pd.DataFrame:
+        """One metric as a wide table: a row per source frame, a column per encode."""
+        return self.frames.pivot_table(
+            index="ref_frame", columns="encode", values=metric, aggfunc="mean"
+        )
+
+    def save(self, out_dir: str | os.PathLike[str], *, csv: bool = False) -> SavedReport:
+        """Write ``frames.parquet``, the gallery, and last ``compare.json``, atomically."""
+        return _save(self, Path(out_dir), COMPARE_FILE, dumps_compare(self.report), csv=csv)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CompareResult:
+        json_path, report = _locate(path, COMPARE_FILE, load_compare)
+        gallery = [_Files(e.files()) for e in report.gallery]
+        frames, images = _load_files(json_path, report.frames.file, gallery)
+        return cls(report=report, frames=frames, images=images)
+
+
+@dataclass(frozen=True)
+class _Files:
+    names: tuple[str, ...]
+
+    def images(self) -> tuple[str, ...]:
+        return self.names
+
+
+@lru_cache(maxsize=1)
+def _compare_adapter() -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(CompareReport)
+
+
+def dumps_compare(report: CompareReport) -> str:
+    data = _compare_adapter().dump_python(report, mode="json")
+    return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def load_compare(path: str | os.PathLike[str]) -> CompareReport:
+    """Read and validate ``compare.json`` (untrusted: sizes and types are checked)."""
+    return _load_document(Path(path), COMPARE_SCHEMA_ID, _compare_adapter())
+
+
+def compare_schema() -> dict[str, Any]:
+    """The JSON Schema of ``compare.json``, generated from :class:`CompareReport`."""
+    schema = _compare_adapter().json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = COMPARE_SCHEMA_ID
+    return schema
