@@ -19,7 +19,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +34,25 @@ from topiq_video.pipeline.capture import WorstFrameCapture
 from topiq_video.pipeline.options import ScoreOptions
 from topiq_video.pipeline.run import (
     FrameScores,
-    ScoringRun,
+    SceneTracker,
     _resize_luma,
     _resize_rgb,
     compare_streams,
+    load_models,
+    parse_scale_to,
+    resolve_metrics,
     select_frames,
+    step_batcher,
+    target_size,
 )
-from topiq_video.video.align import DEFAULT_SEARCH_WINDOW, estimate_offset, pair_streams, search_span
+from topiq_video.video.align import (
+    DEFAULT_SEARCH_WINDOW,
+    estimate_offset,
+    pair_streams,
+    search_span,
+)
 from topiq_video.video.color import frames_to_luma, frames_to_rgb
-from topiq_video.video.source import VideoFrame, open_source, show_source
+from topiq_video.video.source import VideoFrame, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +71,7 @@ class EncodeSpec:
     rate: float | None = None
 
 
-def encode_specs(
-    paths: Sequence[str], labels: Mapping[str, str] | None = None
-) -> list[EncodeSpec]:
+def encode_specs(paths: Sequence[str], labels: Mapping[str, str] | None = None) -> list[EncodeSpec]:
     """Encodes from file names; ``labels`` maps a label to a file (``--label NAME=FILE``),
     otherwise the label is the file's stem (made unique)."""
     by_file = {os.fsdecode(v): k for k, v in (labels or {}).items()}
@@ -107,7 +115,9 @@ def load_manifest(path: str | os.PathLike[str]) -> list[EncodeSpec]:
         file = (row.get("file") or "").strip()
         encoder = (row.get("encoder") or "").strip()
         if not file or not encoder:
-            raise InvalidInputError(f"{os.fsdecode(manifest)!r} line {n}: file and encoder are required.")
+            raise InvalidInputError(
+                f"{os.fsdecode(manifest)!r} line {n}: file and encoder are required."
+            )
         rate_text = (row.get("rate") or "").strip()
         try:
             rate = float(rate_text) if rate_text else None
@@ -182,7 +192,7 @@ class _Encode:
     peeked: tuple[VideoFrame, VideoFrame] | None = None
     done: bool = False
     error: str | None = None
-    rows: list[FrameScores] | None = None
+    rows: Any = None  # RowColumns: the rows, 8 bytes a value
     warnings: list[str] | None = None
 
 
@@ -195,7 +205,9 @@ class ComparePass:
         encodes: Sequence[EncodeSpec],
         options: ScoreOptions | None = None,
         *,
+        baseline: str | None = None,
         gallery: int = DEFAULT_COMPARE_GALLERY,
+        models: Mapping[str, Any] | None = None,
     ) -> None:
         opts = options or ScoreOptions()
         if opts.scale_to == "dist":
@@ -205,66 +217,92 @@ class ComparePass:
             )
         if not encodes:
             raise InvalidInputError("Give at least one encode to compare with the source.")
-        # The source side is a ScoringRun without an encode: it loads the models, opens the
-        # source once and checks the options, exactly as `report` does.
-        self.run_options = replace(opts, gallery=0)
-        self.source_run = ScoringRun(str(ref), str(ref), self.run_options)
-        self.metrics = self.source_run.metrics
-        self.models = self.source_run.models
-        self.device = self.source_run.device
-        self.gallery = gallery
-        self.encodes: list[_Encode] = []
-        for spec in encodes:
-            entry = _Encode(spec=spec, rows=[], warnings=[])
-            try:
-                entry.source = open_source(
-                    spec.path,
-                    start=opts.selection.start,
-                    duration=opts.selection.duration,
-                    thumbnails=True,
-                    timeout=opts.timeout,
-                    max_pixels=opts.max_pixels,
-                )
-            except TopiqVideoError as exc:
-                entry.error = str(exc)
-                entry.done = True
-                logger.error("Encode %s left out: %s", spec.label, exc)
-            self.encodes.append(entry)
-        if all(e.error for e in self.encodes):
-            self.close()
+        labels = [e.label for e in encodes]
+        if baseline is not None and baseline not in labels:
             raise InvalidInputError(
-                "No encode could be opened: "
-                + "; ".join(f"{e.spec.label}: {e.error}" for e in self.encodes)
+                f"baseline {baseline!r} is none of the encodes ({', '.join(labels)})."
             )
-        self.captures = {
-            e.spec.label: WorstFrameCapture([m for m in self.metrics], gallery)
-            for e in self.encodes
-        }
+        self.options = opts
+        self.baseline = baseline or labels[0]
+        self.metrics = resolve_metrics(opts.model, opts.metrics, has_ref=True)
+        self._scale = parse_scale_to(opts.scale_to, opts.max_pixels)
+        self.gallery = gallery
+        self.scenes = SceneTracker(opts) if opts.detect_scenes else None
+        self.cuts: list[int] = []
         self.frames_scored = 0
         self.source_frames_seen = 0
         self.feature_batches = 0
+        from topiq_video.pipeline.collect import RowColumns
 
-    @property
-    def ref_source(self) -> Any:
-        return self.source_run._sources["ref"]
+        self.encodes: list[_Encode] = [
+            _Encode(spec=e, rows=RowColumns(self.metrics, has_ref=True), warnings=[])
+            for e in encodes
+        ]
+        sel = opts.selection
+        ref_start = None
+        if sel.start:
+            lead = opts.max_offset if opts.offset == "auto" else -float(opts.offset)
+            ref_start = max(0.0, sel.start - lead - 1.0) or None
+        self.source = open_source(
+            str(ref),
+            start=ref_start,
+            thumbnails=True,
+            timeout=opts.timeout,
+            max_pixels=opts.max_pixels,
+        )
+        try:
+            for entry in self.encodes:
+                try:
+                    entry.source = open_source(
+                        entry.spec.path,
+                        start=sel.start,
+                        duration=sel.duration,
+                        thumbnails=True,
+                        timeout=opts.timeout,
+                        max_pixels=opts.max_pixels,
+                    )
+                except TopiqVideoError as exc:
+                    # One unreadable encode must not stop the others.
+                    entry.error = str(exc)
+                    entry.done = True
+                    logger.error("Encode %s left out: %s", entry.spec.label, exc)
+            if all(e.error for e in self.encodes):
+                raise InvalidInputError(
+                    "No encode could be opened: "
+                    + "; ".join(f"{e.spec.label}: {e.error}" for e in self.encodes)
+                )
+            self.models = load_models(self.metrics, opts, has_ref=True, given=models)
+        except BaseException:
+            self.close()
+            raise
+        self.device, self._batcher = step_batcher(opts, self.models)
+        self.captures = {
+            e.spec.label: WorstFrameCapture(list(self.metrics), gallery)
+            for e in self.encodes
+            if e.spec.label != self.baseline
+        }
 
     def close(self) -> None:
-        self.source_run.close()
+        self.source.close()
         for entry in self.encodes:
             if entry.source is not None:
                 entry.source.close()
 
+    @property
+    def content_scores(self) -> Mapping[int, float]:
+        return self.scenes.content if self.scenes is not None else {}
+
     # -- alignment ---------------------------------------------------------------------
     def _align(self) -> None:
-        opts = self.run_options
-        ref_info = self.ref_source.info
-        frame_s = ref_info.frame_duration or 1.0 / 30
+        from topiq_video.video.align import OffsetEstimate
+
+        opts = self.options
+        frame_s = self.source.info.frame_duration or 1.0 / 30
         ref_seen = None
         if opts.offset == "auto":
             span = search_span(DEFAULT_SEARCH_WINDOW, opts.max_offset)
-            ref_seen = self.ref_source.lookahead(span + opts.max_offset)
-        from topiq_video.video.align import OffsetEstimate
-
+            # The source's first seconds are looked at once, for every encode's search.
+            ref_seen = self.source.lookahead(span + opts.max_offset)
         for entry in self.encodes:
             if entry.error:
                 continue
@@ -294,8 +332,8 @@ class ComparePass:
         """Score every encode; yields (label, row) as rows are made."""
         try:
             self._align()
-            shared = SharedFrames(self.ref_source.frames())
-            selection = self.run_options.selection
+            shared = SharedFrames(self.source.frames())
+            selection = self.options.selection
             for entry in self.encodes:
                 if entry.error:
                     continue
@@ -307,7 +345,6 @@ class ComparePass:
                     drain=False,
                 )
                 entry.pairs = iter(entry.pairer)
-            batch = self.source_run.batch_size
             compared = False
             while True:
                 active = [e for e in self.encodes if not e.done and not e.error]
@@ -323,24 +360,25 @@ class ComparePass:
                 window: dict[str, list[tuple[VideoFrame, VideoFrame]]] = {}
                 for entry in active:
                     taken = []
-                    while entry.peeked is not None and entry.peeked[1].index < first + batch:
+                    while (
+                        entry.peeked is not None
+                        and entry.peeked[1].index < first + self._batcher.batch_size
+                    ):
                         taken.append(entry.peeked)
                         entry.peeked = None
                         self._peek(entry)
                     if taken:
                         window[entry.spec.label] = taken
-                for label, row in self._score_window(window):
-                    yield label, row
+                yield from self._score_window(window)
                 limit = selection.max_frames
                 if limit is not None:
                     for entry in self.encodes:
-                        if entry.rows is not None and len(entry.rows) >= limit:
+                        if len(entry.rows) >= limit:
                             entry.done = True
         finally:
             self.close()
-            detector = self.source_run._detector
-            if detector is not None:
-                self.source_run.cuts = list(detector.finish())
+            if self.scenes is not None:
+                self.cuts = self.scenes.finish()
 
     def _peek(self, entry: _Encode) -> None:
         if entry.peeked is not None or entry.done:
@@ -350,13 +388,13 @@ class ComparePass:
         except StopIteration:
             entry.done = True
         except TopiqVideoError as exc:
-            # One unreadable encode must not stop the others: it keeps what it scored.
+            # One encode breaking midway must not stop the others: it keeps what it scored.
             entry.error = str(exc)
             entry.done = True
             logger.error("Encode %s stopped: %s", entry.spec.label, exc)
 
     def _compare_inputs(self) -> None:
-        ref_info = self.ref_source.info
+        ref_info = self.source.info
         for entry in self.encodes:
             if entry.source is not None and not entry.error:
                 entry.warnings.extend(compare_streams(entry.source.info, ref_info))
@@ -366,57 +404,76 @@ class ComparePass:
     ) -> Iterator[tuple[str, FrameScores]]:
         """Score every encode's pairs of a window of source frames, sharing the source's
         conversion, luma, scene detection and model features."""
-        run = self.source_run
         sources: dict[int, VideoFrame] = {}
         for pairs in window.values():
             for _, ref in pairs:
                 sources.setdefault(ref.index, ref)
         ref_frames = [sources[i] for i in sorted(sources)]
-        position = {frame.index: i for i, frame in enumerate(ref_frames)}
+        for group in _split_sources(ref_frames):
+            position = {frame.index: i for i, frame in enumerate(group)}
+            sub = {
+                label: [p for p in pairs if p[1].index in position]
+                for label, pairs in window.items()
+            }
+            yield from self._score_group(group, position, {k: v for k, v in sub.items() if v})
+
+    def _score_group(
+        self,
+        ref_frames: list[VideoFrame],
+        position: Mapping[int, int],
+        window: Mapping[str, list[tuple[VideoFrame, VideoFrame]]],
+    ) -> Iterator[tuple[str, FrameScores]]:
         self.source_frames_seen += len(ref_frames)
-        # Source frames of one conversion share a size and format (a rendition switch in
-        # the source splits the work).
-        ref_rgb = frames_to_rgb(ref_frames, self.device)
+        native = frames_to_rgb(ref_frames, self.device)
+        if self.scenes is not None:
+            self.scenes.feed(ref_frames, lambda: native)
+        size = (ref_frames[0].width, ref_frames[0].height)
+        target = target_size(self._scale, size, size)
+        ref_rgb = _resize_rgb(native, target)
+        ref_color = ref_frames[0].color
         ref_luma = None
         if any(m in METRICS for m in self.metrics):
-            ref_luma = frames_to_luma(ref_frames, self.device)
-        run._detect_scenes(ref_frames, ref_frames, lambda role: ref_rgb)
-        target = run._target_size(
-            (ref_frames[0].width, ref_frames[0].height), (ref_frames[0].width, ref_frames[0].height)
-        )
-        ref_rgb = _resize_rgb(ref_rgb, target)
+            depth = ref_color.bit_depth
+            ref_luma = _resize_luma(frames_to_luma(ref_frames, self.device), target, depth, depth)
         features = {}
         for name, model in self.models.items():
             if model.info.use_ref:
                 features[name] = model.reference_features(ref_rgb)
                 self.feature_batches += 1
-        ref_depth = ref_frames[0].color.bit_depth
-        if ref_luma is not None:
-            ref_luma = _resize_luma(ref_luma, target, ref_depth, ref_depth)
-        for label, pairs in window.items():
+        # The baseline first: its pictures and values meet each other encode's, frame by frame.
+        order = sorted(window, key=lambda label: label != self.baseline)
+        base: dict[int, tuple[torch.Tensor, dict[str, float]]] = {}
+        for label in order:
             entry = next(e for e in self.encodes if e.spec.label == label)
-            for chunk in _split_layouts(pairs):
-                rows = self._score_encode(entry, chunk, position, ref_rgb, ref_luma, features, target)
-                entry.rows.extend(rows)  # type: ignore[union-attr]
+            for chunk in _split_layouts(window[label]):
+                rows, dist_rgb = self._score_encode(
+                    chunk, position, ref_rgb, ref_luma, ref_color, features, target
+                )
+                if label == self.baseline:
+                    for i, row in enumerate(rows):
+                        base.setdefault(int(row.ref_frame), (dist_rgb[i], dict(row.values)))
+                else:
+                    self._capture_differences(label, rows, dist_rgb, ref_rgb, position, base)
+                for row in rows:
+                    entry.rows.add(row)
                 self.frames_scored += len(rows)
                 for row in rows:
                     yield label, row
 
     def _score_encode(
         self,
-        entry: _Encode,
         pairs: Sequence[tuple[VideoFrame, VideoFrame]],
         position: Mapping[int, int],
         ref_rgb: torch.Tensor,
         ref_luma: torch.Tensor | None,
+        ref_color: Any,
         features: Mapping[str, list[torch.Tensor]],
         target: tuple[int, int],
-    ) -> list[FrameScores]:
+    ) -> tuple[list[FrameScores], torch.Tensor]:
         dist = [d for d, _ in pairs]
         rows_idx = torch.tensor([position[r.index] for _, r in pairs], device=ref_rgb.device)
         native = frames_to_rgb(dist, self.device)
         dist_rgb = _resize_rgb(native, target)
-        pair_ref = ref_rgb.index_select(0, rows_idx)
         columns: dict[str, np.ndarray] = {}
         for name, model in self.models.items():
             if model.info.use_ref:
@@ -425,41 +482,79 @@ class ComparePass:
             else:
                 scores = model.score(native)
             columns[name] = scores.float().cpu().numpy().astype(np.float64)
-        luma_metrics = [m for m in self.metrics if m in METRICS]
-        if luma_metrics and ref_luma is not None:
-            ref_color = pairs[0][1].color
+        del native
+        if ref_luma is not None:
             depth = ref_color.bit_depth
             dist_luma = frames_to_luma(
                 dist, self.device, rgb_matrix=ref_color.matrix, rgb_range=ref_color.range
             )
             dist_y = _resize_luma(dist_luma, target, dist[0].color.bit_depth, depth)
             ref_y = ref_luma.index_select(0, rows_idx.to(ref_luma.device))
-            for name in luma_metrics:
+            for name in (m for m in self.metrics if m in METRICS):
                 columns[name] = compute_metric(name, dist_y, ref_y, depth).double().cpu().numpy()
-        capture = self.captures[entry.spec.label]
-        for name in self.metrics:
-            capture.offer(
-                name,
-                columns[name].tolist(),
-                [d.index for d in dist],
-                [d.time for d in dist],
-                dist_rgb,
-                pair_ref,
-                [r.index for _, r in pairs],
-                [r.time for _, r in pairs],
-            )
-        scene_scores = [self.source_run.content_scores.get(r.index) for _, r in pairs]
-        return [
+        content = self.content_scores
+        rows = [
             FrameScores(
                 frame=d.index,
                 time=d.time,
                 ref_frame=r.index,
                 ref_time=r.time,
                 values={name: float(columns[name][i]) for name in self.metrics},
-                scene_score=scene_scores[i],
+                scene_score=content.get(r.index),
             )
             for i, (d, r) in enumerate(pairs)
         ]
+        return rows, dist_rgb
+
+    def _capture_differences(
+        self,
+        label: str,
+        rows: Sequence[FrameScores],
+        dist_rgb: torch.Tensor,
+        ref_rgb: torch.Tensor,
+        position: Mapping[int, int],
+        base: Mapping[int, tuple[torch.Tensor, dict[str, float]]],
+    ) -> None:
+        """Offer the frames where this encode and the baseline differ, for the gallery."""
+        common = [i for i, row in enumerate(rows) if int(row.ref_frame) in base]
+        if not common or self.gallery <= 0:
+            return
+        capture = self.captures[label]
+        picture = dist_rgb[common]
+        baseline = torch.stack([base[int(rows[i].ref_frame)][0] for i in common])
+        source = ref_rgb[[position[int(rows[i].ref_frame)] for i in common]]
+        for metric in self.metrics:
+            gaps = []
+            for i in common:
+                a = base[int(rows[i].ref_frame)][1][metric]
+                b = rows[i].values[metric]
+                gap = abs(b - a) if math.isfinite(a) and math.isfinite(b) else math.nan
+                gaps.append(-gap)  # the capture keeps the lowest: the largest gap
+            capture.offer(
+                metric,
+                gaps,
+                [int(rows[i].ref_frame) for i in common],
+                [float(rows[i].ref_time) for i in common],
+                picture,
+                baseline,
+                extra={"source": source},
+            )
+
+
+def _split_sources(frames: list[VideoFrame]) -> list[list[VideoFrame]]:
+    """Runs of source frames that share size and format (converted together)."""
+    runs: list[list[VideoFrame]] = []
+    for frame in frames:
+        key = (frame.width, frame.height, frame.pix_fmt, frame.color)
+        if runs and _key(runs[-1][0]) == key:
+            runs[-1].append(frame)
+        else:
+            runs.append([frame])
+    return runs
+
+
+def _key(frame: VideoFrame) -> tuple[Any, ...]:
+    return (frame.width, frame.height, frame.pix_fmt, frame.color)
 
 
 def _split_layouts(
@@ -468,18 +563,447 @@ def _split_layouts(
     """Consecutive runs of pairs whose encode frames share size and format."""
     runs: list[list[tuple[VideoFrame, VideoFrame]]] = []
     for pair in pairs:
-        d = pair[0]
-        key = (d.width, d.height, d.pix_fmt, d.color)
-        if runs and runs[-1][0][0].width == d.width and (
-            runs[-1][0][0].width,
-            runs[-1][0][0].height,
-            runs[-1][0][0].pix_fmt,
-            runs[-1][0][0].color,
-        ) == key:
+        if runs and _key(runs[-1][0][0]) == _key(pair[0]):
             runs[-1].append(pair)
         else:
             runs.append([pair])
     return runs
 
 
-_ = (time, pd, show_source)
+# ---------------------------------------------------------------------------- the result
+
+RD_STATS = ("mean", "p5")
+
+
+def _scene_spans(compare_pass: ComparePass, source_rows: pd.DataFrame) -> list[Any]:
+    """Scenes of the source from its cuts (or a cut list), over the source frames seen."""
+    from topiq_video.scenes import load_cut_list, scenes_from_cuts
+
+    opts = compare_pass.options
+    if opts.scenes_file is not None:
+        fps = compare_pass.source.info.fps
+        cuts = load_cut_list(opts.scenes_file, fps=float(fps) if fps else None)
+    else:
+        cuts = compare_pass.cuts
+    frames = source_rows["ref_frame"].tolist()
+    times = source_rows["ref_time"].tolist()
+    return scenes_from_cuts(cuts, frames, times) if frames else []
+
+
+def _per_source_frame(table: pd.DataFrame, metric: str) -> pd.Series:
+    """An encode's metric per source frame (the mean where several frames show one)."""
+    return table.groupby("ref_frame")[metric].mean()
+
+
+def build_compare_result(
+    compare_pass: ComparePass,
+    *,
+    started: float,
+    command: Sequence[str] | None = None,
+    interruption: Any = None,
+) -> Any:
+    """Statistics, differences, RD points and BD-rates of a finished pass, as a result."""
+    from datetime import datetime, timezone
+
+    from topiq_video import __version__
+    from topiq_video.bdrate import bd_metric, bd_rate
+    from topiq_video.pipeline.collect import input_info, metric_info, model_info
+    from topiq_video.pooling import pool
+    from topiq_video.result import (
+        FRAMES_FILE,
+        BDEntry,
+        CompareGalleryEntry,
+        CompareReport,
+        CompareResult,
+        EncodeComparison,
+        EncodeResult,
+        FramesTable,
+        MetricComparison,
+        RDPoint,
+        RunInfo,
+        SceneDifference,
+        SceneSpan,
+    )
+    from topiq_video.stats import overall, paired_difference
+
+    metrics = list(compare_pass.metrics)
+    tables = {}
+    for e in compare_pass.encodes:
+        table = e.rows.table()
+        table["ref_frame"] = table["ref_frame"].astype("int64")  # every compare row has one
+        tables[e.spec.label] = table.drop(columns=["scene_score"], errors="ignore")
+    source_rows = (
+        pd.concat([t[["ref_frame", "ref_time"]] for t in tables.values()])
+        .drop_duplicates("ref_frame")
+        .sort_values("ref_frame")
+    )
+    scenes = _scene_spans(compare_pass, source_rows)
+    starts = np.array([s.start_frame for s in scenes], dtype=np.int64)
+
+    def scene_of(ref_frames: np.ndarray) -> np.ndarray:
+        if not len(starts):
+            return np.zeros(len(ref_frames), dtype=np.int64)
+        return np.maximum(np.searchsorted(starts, ref_frames, side="right") - 1, 0)
+
+    encodes: list[Any] = []
+    long_parts = []
+    for entry in compare_pass.encodes:
+        label = entry.spec.label
+        table = tables[label]
+        table.insert(4, "scene", scene_of(table["ref_frame"].to_numpy()))
+        # Pooled on the source's timeline, so every encode's scenes are the same scenes.
+        view = table.assign(frame=table["ref_frame"], time=table["ref_time"])
+        pooled = pool(view, metrics, scenes, worst_n=0) if len(table) else None
+        info = entry.source.info if entry.source is not None else None
+        stats = entry.source.stats if entry.source is not None else None
+        duration = info.duration if info is not None else None
+        bitrate = None
+        if stats is not None and stats.bytes_read and duration:
+            bitrate = stats.bytes_read * 8.0 / duration
+        try:
+            size = os.path.getsize(entry.spec.path)
+        except OSError:
+            size = None
+        encodes.append(
+            EncodeResult(
+                label=label,
+                path=display_text(entry.spec.path),
+                encoder=entry.spec.encoder,
+                rate=entry.spec.rate,
+                error=entry.error,
+                input=input_info(info, stats) if info is not None else None,
+                file_size=size,
+                bitrate=bitrate,
+                duration=duration,
+                alignment=_alignment(entry, compare_pass) if entry.offset is not None else None,
+                warnings=tuple(dict.fromkeys(entry.warnings or [])),
+                frames_scored=len(table),
+                summary=pooled.summary if pooled else {},
+                scenes=pooled.scenes if pooled else (),
+            )
+        )
+        long_parts.append(table.assign(encode=label))
+    long = pd.concat(long_parts, ignore_index=True) if long_parts else pd.DataFrame()
+    if len(long):
+        long = long[["encode", *[c for c in long.columns if c != "encode"]]]
+
+    comparisons = []
+    base = compare_pass.baseline
+    for entry in compare_pass.encodes:
+        label = entry.spec.label
+        if label == base or not len(tables[label]) or not len(tables[base]):
+            continue
+        per_metric = []
+        for metric in metrics:
+            a = _per_source_frame(tables[base], metric)
+            b = _per_source_frame(tables[label], metric)
+            common = a.index.intersection(b.index)
+            a, b = a.loc[common].to_numpy(), b.loc[common].to_numpy()
+            frames = np.asarray(common)
+            scene_diffs = []
+            for scene in scenes:
+                inside = (frames >= scene.start_frame) & (frames <= scene.end_frame)
+                scene_diffs.append(
+                    SceneDifference(scene.index, paired_difference(a[inside], b[inside]))
+                )
+            counts = overall([d.difference for d in scene_diffs])
+            per_metric.append(
+                MetricComparison(
+                    metric=metric,
+                    overall=paired_difference(a, b),
+                    scenes=tuple(scene_diffs),
+                    won=counts.won,
+                    tied=counts.tied,
+                    lost=counts.lost,
+                    no_data=counts.no_data,
+                )
+            )
+        comparisons.append(EncodeComparison(label, base, tuple(per_metric)))
+
+    rd = tuple(
+        RDPoint(
+            label=e.label,
+            encoder=e.encoder,
+            rate=e.rate,
+            bitrate=e.bitrate,
+            values={
+                m: {stat: getattr(e.summary[m], stat) for stat in RD_STATS}
+                for m in metrics
+                if m in e.summary
+            },
+        )
+        for e in encodes
+        if e.error is None or e.frames_scored
+    )
+    bd = _bd_entries(encodes, base, metrics, bd_rate, bd_metric, BDEntry)
+
+    gallery, images = _compare_gallery(compare_pass, tables, scene_of, CompareGalleryEntry)
+    source_info = compare_pass.source.info
+    warnings = []
+    for e in encodes:
+        warnings.extend(f"{e.label}: {w}" for w in e.warnings)
+        if e.error:
+            warnings.append(f"{e.label} could not be fully scored: {e.error}")
+    report = CompareReport(
+        run=RunInfo(
+            tool_version=__version__,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            command=None if command is None else tuple(display_text(c) for c in command),
+            duration_s=round(time.monotonic() - started, 3),
+            options=compare_pass.options,
+        ),
+        source=input_info(source_info, compare_pass.source.stats),
+        models=tuple(model_info(m) for m in compare_pass.models.values()),
+        metrics=tuple(metric_info(m) for m in metrics),
+        baseline=base,
+        encodes=tuple(encodes),
+        scene_source=(
+            "file"
+            if compare_pass.options.scenes_file
+            else "reference"
+            if compare_pass.scenes is not None
+            else "none"
+        ),
+        scenes=tuple(
+            SceneSpan(s.index, s.start_frame, s.end_frame, s.start_time, s.end_time) for s in scenes
+        ),
+        comparisons=tuple(comparisons),
+        rd=rd,
+        bd=bd,
+        gallery=gallery,
+        warnings=tuple(dict.fromkeys(warnings)),
+        interruption=interruption,
+        frames=FramesTable(file=FRAMES_FILE, count=len(long), columns=tuple(long.columns)),
+    )
+    return CompareResult(report=report, frames=long, images=images)
+
+
+def _alignment(entry: _Encode, compare_pass: ComparePass) -> Any:
+    from topiq_video.result import Alignment, OffsetSearch, Pairing
+
+    est = entry.offset
+    offsets, costs = est.curve
+    stats = entry.pairer.stats if entry.pairer is not None else None
+    pairing = None
+    if stats is not None:
+        pairing = Pairing(
+            paired=stats.paired,
+            dist_before=stats.dist_before,
+            dist_after=stats.dist_after,
+            ref_before=stats.ref_before,
+            ref_after=stats.ref_after,
+            ref_skipped=stats.ref_skipped,
+            complete=stats.complete,
+            conversion=stats.conversion,
+        )
+    src = compare_pass.source.info
+    width, height = target_size(
+        compare_pass._scale, (src.width, src.height), (src.width, src.height)
+    )
+    return Alignment(
+        offset_seconds=float(est.offset_seconds),
+        offset_frames=float(est.offset_frames),
+        ref_frame_duration=float(est.ref_frame_duration),
+        confidence=float(est.confidence),
+        method=est.method,
+        message=est.message,
+        search=OffsetSearch(
+            tuple(float(x) for x in offsets),
+            tuple(float(c) if math.isfinite(c) else None for c in costs),
+        )
+        if len(offsets)
+        else None,
+        pairing=pairing,
+        scaling=None,
+        width=width,
+        height=height,
+    )
+
+
+def _bd_entries(
+    encodes: Sequence[Any],
+    base: str,
+    metrics: Sequence[str],
+    bd_rate: Any,
+    bd_metric: Any,
+    entry_type: Any,
+) -> tuple[Any, ...]:
+    """Each encoder against the baseline's, when the encodes carry rates (a manifest)."""
+    baseline = next((e for e in encodes if e.label == base), None)
+    if baseline is None or baseline.encoder is None:
+        return ()
+    by_encoder: dict[str, list[Any]] = {}
+    for e in encodes:
+        if e.encoder is not None and e.bitrate and e.summary:
+            by_encoder.setdefault(e.encoder, []).append(e)
+    reference = sorted(by_encoder.get(baseline.encoder, []), key=lambda e: e.bitrate)
+    entries = []
+    for encoder, points in sorted(by_encoder.items()):
+        if encoder == baseline.encoder:
+            continue
+        points = sorted(points, key=lambda e: e.bitrate)
+        for metric in metrics:
+            for stat in RD_STATS:
+                ra, ma = _curve(reference, metric, stat)
+                rb, mb = _curve(points, metric, stat)
+                per_scene = []
+                scene_ids = [s.index for s in reference[0].scenes] if reference else []
+                for k, scene in enumerate(scene_ids):
+                    qa = [getattr(e.scenes[k].stats[metric], stat) for e in reference]
+                    qb = [getattr(e.scenes[k].stats[metric], stat) for e in points]
+                    if None in qa or None in qb:
+                        per_scene.append((scene, None))
+                        continue
+                    value = bd_rate(
+                        [e.bitrate for e in reference], qa, [e.bitrate for e in points], qb
+                    ).value
+                    per_scene.append((scene, value))
+                entries.append(
+                    entry_type(
+                        encoder=encoder,
+                        baseline=baseline.encoder,
+                        metric=metric,
+                        stat=stat,
+                        bd_rate=bd_rate(ra, ma, rb, mb),
+                        bd_metric=bd_metric(ra, ma, rb, mb),
+                        scenes=tuple(per_scene) if stat == "mean" else (),
+                    )
+                )
+    return tuple(entries)
+
+
+def _value_at(table: pd.DataFrame, metric: str, ref_frame: int) -> float | None:
+    """An encode's (mean) value at a source frame, None if it has none or it is not finite."""
+    values = table.loc[table["ref_frame"] == ref_frame, metric].to_numpy(dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+def _curve(encodes: Sequence[Any], metric: str, stat: str) -> tuple[list[float], list[float]]:
+    """(bitrates, qualities) of encodes that have the statistic."""
+    pairs = [
+        (e.bitrate, getattr(e.summary[metric], stat))
+        for e in encodes
+        if metric in e.summary and getattr(e.summary[metric], stat) is not None
+    ]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _compare_gallery(
+    compare_pass: ComparePass, tables: Mapping[str, pd.DataFrame], scene_of: Any, entry_type: Any
+) -> tuple[tuple[Any, ...], dict[str, bytes]]:
+    from topiq_video.pipeline.capture import file_slug
+    from topiq_video.result import GALLERY_DIR
+
+    entries = []
+    images: dict[str, bytes] = {}
+    for label, capture in compare_pass.captures.items():
+        for metric, picked in capture.picked().items():
+            for rank, c in enumerate(picked, start=1):
+                stem = f"{GALLERY_DIR}/{file_slug(label)}-{file_slug(metric)}-{rank}"
+                roles = {"encode": "dist", "baseline": "ref", "diff": "diff", "source": "source"}
+                names = {}
+                for role, key in roles.items():
+                    if key in c.pictures:
+                        names[role] = f"{stem}-{role}.jpg"
+                        images[names[role]] = c.pictures[key]
+                value = _value_at(tables[label], metric, c.frame)
+                base_value = _value_at(tables[compare_pass.baseline], metric, c.frame)
+                entries.append(
+                    entry_type(
+                        label=label,
+                        baseline=compare_pass.baseline,
+                        metric=metric,
+                        rank=rank,
+                        ref_frame=c.frame,
+                        time=c.time,
+                        scene=int(scene_of(np.array([c.frame]))[0]),
+                        value=value,
+                        baseline_value=base_value,
+                        images=names,
+                    )
+                )
+    return tuple(entries), images
+
+
+# ---------------------------------------------------------------------------- entry points
+
+DEFAULT_COMPARE_DIR = Path("reports")
+COMPARE_HTML = "compare.html"
+
+
+def default_compare_dir(ref: str | os.PathLike[str]) -> Path:
+    """``reports/compare-<source stem>/``."""
+    from topiq_video.report.build import default_report_dir
+
+    return DEFAULT_COMPARE_DIR / f"compare-{default_report_dir(ref).name}"
+
+
+def compare(
+    ref: str | os.PathLike[str],
+    encodes: Sequence[str | os.PathLike[str] | EncodeSpec],
+    *,
+    baseline: str | None = None,
+    options: ScoreOptions | None = None,
+    gallery: int = DEFAULT_COMPARE_GALLERY,
+    on_frame: Any = None,
+    command: Sequence[str] | None = None,
+    models: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Compare encodes of ``ref`` on one pass over it; a typed :class:`CompareResult`.
+
+    ``encodes`` are paths (labelled by their stem) or :class:`EncodeSpec` objects; the
+    first, or ``baseline`` (a label), is the baseline. Options are a :class:`ScoreOptions`
+    or its fields as keywords (scenes are detected in the source unless told otherwise).
+    A pass stopped by an error raises ScoringInterrupted carrying the partial result.
+    """
+    from topiq_video.pipeline.collect import interruption_kind, options_from, raise_partial
+
+    if options is None:
+        if "scenes_file" not in kwargs:
+            kwargs.setdefault("detect_scenes", True)
+    opts = options_from(options, kwargs)
+    specs = [e if isinstance(e, EncodeSpec) else encode_specs([os.fsdecode(e)])[0] for e in encodes]
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        specs = encode_specs([s.path for s in specs])
+    started = time.monotonic()
+    compare_pass = ComparePass(ref, specs, opts, baseline=baseline, gallery=gallery, models=models)
+    failure: BaseException | None = None
+    try:
+        for label, row in compare_pass.run():
+            if on_frame is not None:
+                on_frame(label, row)
+    except (TopiqVideoError, OSError, MemoryError, RuntimeError, KeyboardInterrupt) as exc:
+        failure = exc
+    interruption = interruption_kind(failure, compare_pass.frames_scored) if failure else None
+    if compare_pass.frames_scored == 0:
+        if failure is not None:
+            raise failure
+        raise InvalidInputError(
+            "No frame was scored: check the encodes, the frame selection and the offset."
+        )
+    result = build_compare_result(
+        compare_pass, started=started, command=command, interruption=interruption
+    )
+    if failure is not None:
+        raise_partial(failure, result)
+    return result
+
+
+def write_compare(result: Any, out_dir: str | os.PathLike[str]) -> Any:
+    """Save a comparison (compare.json last) and its page."""
+    from topiq_video.files import check_output_dir
+    from topiq_video.result import SavedReport
+
+    out = check_output_dir(out_dir)
+    saved = result.save(out)
+    html = None
+    try:
+        from topiq_video.report.compare_render import write_compare_html
+    except ImportError:  # pragma: no cover - the page comes with the package
+        write_compare_html = None
+    if write_compare_html is not None:
+        html = write_compare_html(result, out / COMPARE_HTML)
+    return SavedReport(saved.out_dir, saved.json_path, saved.frames_path, saved.csv_path, html)

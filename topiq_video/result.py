@@ -481,9 +481,19 @@ def _load_files(
 
 
 def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    import pandas as pd
+
     if list(a.columns) != list(b.columns) or len(a) != len(b):
         return False
-    return all(a[c].astype("float64").equals(b[c].astype("float64")) for c in a.columns)
+    for column in a.columns:
+        x, y = a[column], b[column]
+        if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
+            x, y = x.astype("float64"), y.astype("float64")  # nullable ints load as ints
+        else:
+            x, y = x.astype(str), y.astype(str)
+        if not x.reset_index(drop=True).equals(y.reset_index(drop=True)):
+            return False
+    return True
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,25 +55,28 @@ CREDIT_TAGS = ("copyright", "artist", "comment", "license")
 RUN_FAILURES = (TopiqVideoError, OSError, MemoryError, RuntimeError, av.error.FFmpegError)
 
 
-class _Columns:
-    """Rows of a run as growing columns (a few numbers per frame, not an object each)."""
+class RowColumns:
+    """Rows of a run as growing typed arrays: 8 bytes a value, not an object a frame.
+
+    ``ref_frame`` is -1 where a row has no reference frame; :meth:`table` gives the
+    per-frame DataFrame (with a nullable ``ref_frame``)."""
 
     def __init__(self, metrics: Sequence[str], has_ref: bool) -> None:
         self.metrics = tuple(metrics)
         self.has_ref = has_ref
-        self.frame: list[int] = []
-        self.time: list[float] = []
-        self.ref_frame: list[int | None] = []
-        self.ref_time: list[float] = []
-        self.scene_score: list[float] = []
-        self.values: dict[str, list[float]] = {m: [] for m in self.metrics}
+        self.frame = array("q")
+        self.time = array("d")
+        self.ref_frame = array("q")
+        self.ref_time = array("d")
+        self.scene_score = array("d")
+        self.values = {m: array("d") for m in self.metrics}
         self.any_scene_score = False
 
     def add(self, row: FrameScores) -> None:
         self.frame.append(row.frame)
         self.time.append(row.time)
         if self.has_ref:
-            self.ref_frame.append(row.ref_frame)
+            self.ref_frame.append(-1 if row.ref_frame is None else row.ref_frame)
             self.ref_time.append(math.nan if row.ref_time is None else row.ref_time)
         if row.scene_score is not None:
             self.any_scene_score = True
@@ -83,27 +87,29 @@ class _Columns:
     def __len__(self) -> int:
         return len(self.frame)
 
-    def table(self, scene_of: np.ndarray) -> pd.DataFrame:
+    def table(self, scene_of: np.ndarray | None = None) -> pd.DataFrame:
         data: dict[str, Any] = {
-            "frame": np.asarray(self.frame, dtype=np.int64),
-            "time": np.asarray(self.time, dtype=np.float64),
+            "frame": np.frombuffer(self.frame, dtype=np.int64).copy(),
+            "time": np.frombuffer(self.time, dtype=np.float64).copy(),
         }
         if self.has_ref:
-            data["ref_frame"] = pd.array(self.ref_frame, dtype="Int64")
-            data["ref_time"] = np.asarray(self.ref_time, dtype=np.float64)
-        data["scene"] = scene_of.astype(np.int64)
+            ref = np.frombuffer(self.ref_frame, dtype=np.int64)
+            data["ref_frame"] = pd.array(np.where(ref < 0, None, ref), dtype="Int64")
+            data["ref_time"] = np.frombuffer(self.ref_time, dtype=np.float64).copy()
+        if scene_of is not None:
+            data["scene"] = scene_of.astype(np.int64)
         if self.any_scene_score:
-            data["scene_score"] = np.asarray(self.scene_score, dtype=np.float64)
+            data["scene_score"] = np.frombuffer(self.scene_score, dtype=np.float64).copy()
         for m in self.metrics:
-            data[m] = np.asarray(self.values[m], dtype=np.float64)
+            data[m] = np.frombuffer(self.values[m], dtype=np.float64).copy()
         return pd.DataFrame(data)
 
 
 def run_rows(
     run: ScoringRun, on_frame: Callable[[FrameScores], None] | None = None
-) -> tuple[_Columns, BaseException | None]:
+) -> tuple[RowColumns, BaseException | None]:
     """Iterate ``run``, keeping every row even when it stops early (the reason is returned)."""
-    columns = _Columns(run.metrics, run.has_ref)
+    columns = RowColumns(run.metrics, run.has_ref)
     failure: BaseException | None = None
     try:
         for row in run:
@@ -123,13 +129,7 @@ def interruption_of(
     """Why the run ended early, if it did (an error, a signal, a lost live source)."""
     expected = run.expected_frames
     if failure is not None:
-        if isinstance(failure, Terminated):
-            kind, message = "terminated", "The run was stopped by a termination signal."
-        elif isinstance(failure, KeyboardInterrupt):
-            kind, message = "interrupted", "The run was interrupted (Ctrl-C)."
-        else:
-            kind, message = "error", failure_message(failure)
-        return Interruption(kind, message, rows, run.last_time, expected)
+        return interruption_kind(failure, rows, run.last_time, expected)
     for role, stats in run.decode_stats.items():
         if stats.connection_lost:
             label = "reference" if role == "ref" else "input"
@@ -141,6 +141,22 @@ def interruption_of(
             )
             return Interruption("connection_lost", message, rows, run.last_time, expected)
     return None
+
+
+def interruption_kind(
+    failure: BaseException,
+    rows: int,
+    at_time: float | None = None,
+    expected: int | None = None,
+) -> Interruption:
+    """The interruption a failure makes: an error, Ctrl-C or a termination signal."""
+    if isinstance(failure, Terminated):
+        kind, message = "terminated", "The run was stopped by a termination signal."
+    elif isinstance(failure, KeyboardInterrupt):
+        kind, message = "interrupted", "The run was interrupted (Ctrl-C)."
+    else:
+        kind, message = "error", failure_message(failure)
+    return Interruption(kind, message, rows, at_time, expected)
 
 
 def failure_message(exc: BaseException) -> str:
@@ -157,7 +173,7 @@ def failure_message(exc: BaseException) -> str:
 
 def build_result(
     run: ScoringRun,
-    columns: _Columns,
+    columns: RowColumns,
     *,
     interruption: Interruption | None = None,
     command: Sequence[str] | None = None,
@@ -167,11 +183,9 @@ def build_result(
     from topiq_video.scenes import scenes_from_cuts
 
     opts = run.options
-    frames = np.asarray(columns.frame, dtype=np.int64)
-    times = columns.time
-    source_column = np.asarray(
-        [(-1 if f is None else f) for f in columns.ref_frame] if run.has_ref else frames
-    )
+    frames = np.frombuffer(columns.frame, dtype=np.int64)
+    times = np.frombuffer(columns.time, dtype=np.float64).tolist()
+    source_column = np.frombuffer(columns.ref_frame, dtype=np.int64) if run.has_ref else frames
     if run.file_cuts is not None:
         cut_numbers, scene_source = run.file_cuts, "file"
     elif opts.detect_scenes:
