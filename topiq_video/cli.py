@@ -44,6 +44,7 @@ from topiq_video.monitor.config import (
 from topiq_video.pipeline.options import (
     DEFAULT_BATCH_SIZE_CPU,
     DEFAULT_BATCH_SIZE_CUDA,
+    DEFAULT_COMPARE_GALLERY,
     DEFAULT_EVERY,
     DEFAULT_GALLERY_FRAMES,
     DEFAULT_MAX_OFFSET,
@@ -577,6 +578,198 @@ def render_cmd(report_json: str, output_dir: str | None) -> None:
     from topiq_video.report.build import render_report
 
     click.echo(f"Wrote {render_report(report_json, output_dir)}")
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+def _labels(values: tuple[str, ...]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for value in values:
+        name, sep, file = value.partition("=")
+        if not sep or not name or not file:
+            raise InvalidInputError(f"--label {value!r}: write it as NAME=FILE.")
+        labels[name] = file
+    return labels
+
+
+@cli.command("compare")
+@click.argument("encodes", nargs=-1)
+@scoring_options
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="NAME=FILE",
+    help="Name an encode (repeatable). Default: the file's name without its suffix.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CSV with columns file, encoder and optionally rate (CRF, QP or target bitrate): "
+    "several rates per encoder give RD curves and BD-rates.",
+)
+@click.option(
+    "--baseline",
+    default=None,
+    help="The label the others are compared with. Default: the first encode.",
+)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for compare.html, compare.json, frames.parquet and gallery/. "
+    "Default: reports/compare-<source stem>/",
+)
+@click.option(
+    "--scenes",
+    "scenes_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Import the source's cuts instead of detecting them.",
+)
+@click.option("--no-scenes", is_flag=True, help="Treat the whole video as one scene.")
+@click.option(
+    "--scene-threshold",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_SCENE_THRESHOLD,
+    show_default=True,
+    help="Content change (HSV, 0-255 scale) that makes a cut in the source.",
+)
+@click.option(
+    "--min-scene-len",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MIN_SCENE_LEN,
+    show_default=True,
+    help="Shortest scene, in frames.",
+)
+@click.option(
+    "--gallery",
+    type=click.IntRange(min=0),
+    default=DEFAULT_COMPARE_GALLERY,
+    show_default=True,
+    help="Frames where an encode differs most from the baseline, per metric.",
+)
+def compare_cmd(
+    encodes: tuple[str, ...],
+    labels: tuple[str, ...],
+    manifest: str | None,
+    baseline: str | None,
+    output_dir: str | None,
+    scenes_file: str | None,
+    no_scenes: bool,
+    scene_threshold: float,
+    min_scene_len: int,
+    gallery: int,
+    **kwargs: Any,
+) -> None:
+    """Compare encodes of one source (--ref) on one pass over it: per-scene differences
+    with confidence intervals, RD curves and BD-rates (with --manifest).
+
+    The source is decoded once and its share of the work (colour, luma, scenes, the
+    full-reference model's features) is done once for every encode.
+    """
+    from topiq_video.compare import (
+        compare,
+        default_compare_dir,
+        encode_specs,
+        load_manifest,
+        write_compare,
+    )
+    from topiq_video.files import check_output_dir
+
+    ref = kwargs["ref"]
+    if ref is None:
+        raise InvalidInputError("compare needs the source: --ref SOURCE.")
+    if scenes_file and no_scenes:
+        raise InvalidInputError("--scenes FILE and --no-scenes contradict each other: pick one.")
+    specs = load_manifest(manifest) if manifest else []
+    if encodes:
+        specs += encode_specs(list(encodes), _labels(labels))
+    elif labels:
+        specs += encode_specs(list(_labels(labels).values()), _labels(labels))
+    if not specs:
+        raise InvalidInputError("Give the encodes to compare (files, --label or --manifest).")
+    options = _score_options(
+        kwargs,
+        detect_scenes=not (no_scenes or scenes_file),
+        scenes_file=scenes_file,
+        scene_threshold=scene_threshold,
+        min_scene_len=min_scene_len,
+    )
+    out = check_output_dir(output_dir if output_dir is not None else default_compare_dir(ref))
+    from tqdm import tqdm
+
+    from topiq_video.errors import ScoringInterrupted
+
+    written = None
+    with tqdm(unit="frame", desc="compare", disable=None, dynamic_ncols=True) as bar:
+        try:
+            result = compare(
+                ref,
+                specs,
+                baseline=baseline,
+                options=options,
+                gallery=gallery,
+                on_frame=lambda _label, _row: bar.update(1),
+                command=["topiq-video", *sys.argv[1:]],
+            )
+        except (ScoringInterrupted, KeyboardInterrupt) as exc:
+            partial = getattr(exc, "result", None) or getattr(exc, "partial_result", None)
+            if partial is not None:
+                written = write_compare(partial, out).out_dir
+                if isinstance(exc, ScoringInterrupted):
+                    raise ScoringInterrupted(f"{exc} Written to {written}.") from exc
+                click.echo(f"What was compared was written to {written}.", err=True)
+            raise
+    saved = write_compare(result, out)
+    _echo_compare_summary(result)
+    click.echo(f"Wrote {saved.html_path or saved.json_path}, {saved.frames_path.name}")
+
+
+def _echo_compare_summary(result: Any) -> None:
+    report = result.report
+    rows = [("ENCODE", "METRIC", "MEAN", "P5", "DIFF", "95 % INTERVAL", "VERDICT", "SCENES W/T/L")]
+    comparisons = {c.label: c for c in report.comparisons}
+    for encode in report.encodes:
+        for name in report.metric_names:
+            stats = encode.summary.get(name)
+            if stats is None:
+                rows.append((encode.label, name, "-", "-", "-", "-", encode.error or "-", "-"))
+                continue
+            diff = "-"
+            interval = "-"
+            verdict = "baseline" if encode.label == report.baseline else "-"
+            scenes = "-"
+            comparison = comparisons.get(encode.label)
+            if comparison is not None:
+                metric = next(m for m in comparison.metrics if m.metric == name)
+                d = metric.overall
+                diff = _fmt(d.mean)
+                interval = f"[{_fmt(d.low)}, {_fmt(d.high)}]"
+                verdict = d.verdict
+                scenes = f"{metric.won}/{metric.tied}/{metric.lost}"
+            rows.append(
+                (
+                    encode.label,
+                    name,
+                    _fmt(stats.mean),
+                    _fmt(stats.p5),
+                    diff,
+                    interval,
+                    verdict,
+                    scenes,
+                )
+            )
+    _echo_table(rows)
+    for entry in report.bd:
+        if entry.stat != "mean":
+            continue
+        value = entry.bd_rate.value
+        text = f"{value:+.2f} %" if value is not None else f"n/a ({entry.bd_rate.reason})"
+        click.echo(f"BD-rate {entry.encoder} vs {entry.baseline} on {entry.metric}: {text}")
 
 
 # ---------------------------------------------------------------------------- monitor

@@ -31,7 +31,7 @@ from topiq_video.errors import AlignmentError, InvalidInputError, TopiqVideoErro
 from topiq_video.files import describe_os_error, display_text
 from topiq_video.metrics import METRICS, compute_metric
 from topiq_video.pipeline.capture import WorstFrameCapture
-from topiq_video.pipeline.options import ScoreOptions
+from topiq_video.pipeline.options import DEFAULT_COMPARE_GALLERY, ScoreOptions
 from topiq_video.pipeline.run import (
     FrameScores,
     SceneTracker,
@@ -56,7 +56,6 @@ from topiq_video.video.source import VideoFrame, open_source
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_COMPARE_GALLERY = 3  # scenes where the encodes differ most, per encode
 MANIFEST_COLUMNS = ("file", "encoder", "rate")
 
 
@@ -960,9 +959,8 @@ def compare(
     """
     from topiq_video.pipeline.collect import interruption_kind, options_from, raise_partial
 
-    if options is None:
-        if "scenes_file" not in kwargs:
-            kwargs.setdefault("detect_scenes", True)
+    if options is None and "scenes_file" not in kwargs:
+        kwargs.setdefault("detect_scenes", True)
     opts = options_from(options, kwargs)
     specs = [e if isinstance(e, EncodeSpec) else encode_specs([os.fsdecode(e)])[0] for e in encodes]
     labels = [s.label for s in specs]

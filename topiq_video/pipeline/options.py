@@ -27,6 +27,8 @@ DEFAULT_WORST_N = 10
 """Worst frames listed per metric."""
 DEFAULT_GALLERY_FRAMES = 4
 """Worst frames captured as pictures per metric by `report`."""
+DEFAULT_COMPARE_GALLERY = 3
+"""Frames where an encode differs most from the baseline, shown per metric by `compare`."""
 GALLERY_SPACING_S = 1.0
 """Pictures of one metric's gallery are at least this far apart (neighbours look alike)."""
 DEFAULT_TIMEOUT = 10.0
