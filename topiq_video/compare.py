@@ -357,23 +357,24 @@ class ComparePass:
                     compared = True
                 first = min(e.peeked[1].index for e in active)  # type: ignore[index]
                 window: dict[str, list[tuple[VideoFrame, VideoFrame]]] = {}
+                limit = selection.max_frames
                 for entry in active:
                     taken = []
+                    room = math.inf if limit is None else limit - len(entry.rows)
                     while (
                         entry.peeked is not None
                         and entry.peeked[1].index < first + self._batcher.batch_size
+                        and len(taken) < room
                     ):
                         taken.append(entry.peeked)
                         entry.peeked = None
-                        self._peek(entry)
+                        if len(taken) < room:
+                            self._peek(entry)
                     if taken:
                         window[entry.spec.label] = taken
+                    if len(taken) >= room:
+                        entry.done = True  # max_frames counts scored rows
                 yield from self._score_window(window)
-                limit = selection.max_frames
-                if limit is not None:
-                    for entry in self.encodes:
-                        if len(entry.rows) >= limit:
-                            entry.done = True
         finally:
             self.close()
             if self.scenes is not None:
