@@ -40,6 +40,9 @@ _LAZY = {
     "FrameSelection": "topiq_video.pipeline.options",
     "FrameScores": "topiq_video.pipeline.run",
     "ScoreResult": "topiq_video.result",
+    "CompareResult": "topiq_video.result",
+    "compare": "topiq_video.compare",
+    "EncodeSpec": "topiq_video.compare",
     "Report": "topiq_video.result",
     "FrameSource": "topiq_video.video.source",
     "build_report": "topiq_video.report.build",
@@ -54,6 +57,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from topiq_video.compare import EncodeSpec, compare
     from topiq_video.metrics import psnr_y, ssim_y
     from topiq_video.model import load_model
     from topiq_video.model.registry import get_checkpoint, list_checkpoints
@@ -62,7 +66,7 @@ if TYPE_CHECKING:
     from topiq_video.pipeline.run import FrameScores, ScoringRun
     from topiq_video.pooling import RollingStats, StreamingSummary, pool
     from topiq_video.report.build import build_report, render_report
-    from topiq_video.result import Report, ScoreResult
+    from topiq_video.result import CompareResult, Report, ScoreResult
     from topiq_video.scoring import TopiqModel
     from topiq_video.video.probe import probe
     from topiq_video.video.reader import open_video
@@ -82,6 +86,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AlignmentError",
+    "CompareResult",
+    "EncodeSpec",
+    "compare",
     "FrameSource",
     "OutputError",
     "Report",
