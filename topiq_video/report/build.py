@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -67,6 +67,7 @@ def build_report(
     options: ScoreOptions | None = None,
     on_frame: Callable[[FrameScores], None] | None = None,
     command: Sequence[str] | None = None,
+    models: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> tuple[ScoreResult, SavedReport]:
     """Score ``dist`` (against ``ref``) and write the report; the Python face of `report`.
@@ -74,6 +75,7 @@ def build_report(
     Options are a :class:`ScoreOptions` or its fields as keywords; unless given, scenes are
     detected and a gallery of ``DEFAULT_GALLERY_FRAMES`` per metric is captured. A run that
     stops early still writes its report (marked incomplete) before the error is raised.
+    ``models`` passes TOPIQ models already loaded (a batch worker keeps them across items).
     """
     started = time.monotonic()
     if options is None:
@@ -83,7 +85,7 @@ def build_report(
     opts = options_from(options, kwargs)
     out = Path(out_dir) if out_dir is not None else default_report_dir(dist)
     check_output_dir(out)
-    run = ScoringRun(dist, ref, opts)
+    run = ScoringRun(dist, ref, opts, models=models)
     result, failure = collect(run, on_frame=on_frame, command=command, started=started)
     saved = write_report(result, out) if result is not None else None
     if failure is not None:
