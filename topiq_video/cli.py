@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from topiq_video import __version__
+from topiq_video.batch import DEFAULT_CPUS_PER_ITEM, DEFAULT_GPUS_PER_ITEM, RAY_EXTRA
 from topiq_video.errors import InvalidInputError, Terminated, TopiqVideoError, WeightsError
 from topiq_video.model.registry import (
     DEFAULT_FR_MODEL,
@@ -578,6 +579,189 @@ def render_cmd(report_json: str, output_dir: str | None) -> None:
     from topiq_video.report.build import render_report
 
     click.echo(f"Wrote {render_report(report_json, output_dir)}")
+
+
+# ---------------------------------------------------------------------------- batch
+
+
+@cli.command("batch")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@scoring_options
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for items/<id>/ (one report each), catalog.parquet and index.html; a rerun "
+    "with the same folder resumes. Default: reports/batch-<MANIFEST stem>/",
+)
+@click.option(
+    "--retry-failed", is_flag=True, help="Run the items that failed before again (not by default)."
+)
+@click.option(
+    "--no-ray", is_flag=True, help="Score one item after another in this process, without Ray."
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT. Default: a local "
+    "Ray instance that starts and stops with the command (when Ray is installed).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Items scored at once (Ray actors, each keeping its model loaded). Default: as many "
+    "as the cluster's CPUs (or GPUs) hold.",
+)
+@click.option(
+    "--gpus-per-item",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="GPU share reserved per worker, fractions allowed. Default: "
+    f"{DEFAULT_GPUS_PER_ITEM:g} when the cluster has GPUs, else 0 (CPU).",
+)
+@click.option(
+    "--cpus-per-item",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_CPUS_PER_ITEM,
+    show_default=True,
+    help="CPUs reserved per worker (decoding and, without a GPU, scoring).",
+)
+@click.option(
+    "--scenes",
+    "scenes_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Import these cuts for every item (a manifest column 'scenes' sets them per row).",
+)
+@click.option("--no-scenes", is_flag=True, help="Treat each video as one scene.")
+@click.option(
+    "--scene-threshold",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_SCENE_THRESHOLD,
+    show_default=True,
+    help="Content change (HSV, 0-255 scale) that makes a cut; raise it for fewer cuts.",
+)
+@click.option(
+    "--min-scene-len",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MIN_SCENE_LEN,
+    show_default=True,
+    help="Shortest scene, in frames.",
+)
+@click.option(
+    "--worst",
+    type=click.IntRange(min=0),
+    default=DEFAULT_WORST_N,
+    show_default=True,
+    help="Worst frames listed per metric.",
+)
+@click.option(
+    "--gallery",
+    type=click.IntRange(min=0),
+    default=DEFAULT_GALLERY_FRAMES,
+    show_default=True,
+    help="Worst frames shown as pictures per metric in each report.",
+)
+def batch_cmd(
+    manifest: str,
+    out_dir: str | None,
+    retry_failed: bool,
+    no_ray: bool,
+    address: str | None,
+    workers: int | None,
+    gpus_per_item: float | None,
+    cpus_per_item: float,
+    scenes_file: str | None,
+    no_scenes: bool,
+    scene_threshold: float,
+    min_scene_len: int,
+    worst: int,
+    gallery: int,
+    **kwargs: Any,
+) -> None:
+    """Score every item of MANIFEST: one report each, a catalog and an index page.
+
+    MANIFEST is CSV, Parquet or JSON lines with a column 'dist' and optionally 'ref',
+    'label' and per-row options (model, metrics, offset, max_offset, scale_to, start,
+    duration, every, sample_fps, max_frames, scenes, worst, gallery); relative paths are
+    found from its folder. The options here are every row's defaults (--ref too, for rows
+    without one). A rerun with the same --out skips the items already done.
+    """
+    from tqdm import tqdm
+
+    from topiq_video.batch import BatchProgress, ray_available, run_batch
+
+    if scenes_file and no_scenes:
+        raise InvalidInputError("--scenes FILE and --no-scenes contradict each other: pick one.")
+    if no_ray and address is not None:
+        raise InvalidInputError(
+            "--address joins a Ray cluster and --no-ray runs without: pick one."
+        )
+    if address is not None and not ray_available():
+        raise InvalidInputError(
+            f"--address needs Ray, which is not installed: {RAY_EXTRA} (or drop --address to "
+            "score on this machine)."
+        )
+    options = _score_options(
+        kwargs,
+        detect_scenes=not (no_scenes or scenes_file),
+        scenes_file=scenes_file,
+        scene_threshold=scene_threshold,
+        min_scene_len=min_scene_len,
+        worst_n=worst,
+        gallery=gallery,
+    )
+    bar = tqdm(unit="item", desc="batch", disable=None, dynamic_ncols=True)
+
+    def progress(event: BatchProgress) -> None:
+        if event.kind == "planned":
+            bar.reset(total=event.total)
+            bar.update(event.skipped)
+        elif event.kind in ("done", "failed"):
+            bar.update(1)
+        bar.set_postfix(done=event.done, failed=event.failed, skipped=event.skipped, refresh=False)
+        if event.kind == "failed" and event.item is not None:
+            bar.write(f"Failed: {event.item.label} ({event.item.id}): {event.message}")
+
+    with bar:
+        try:
+            result = run_batch(
+                manifest,
+                out_dir,
+                options=options,
+                ref=kwargs["ref"],
+                retry_failed=retry_failed,
+                use_ray=False if no_ray else None,
+                address=address,
+                workers=workers,
+                cpus_per_item=cpus_per_item,
+                gpus_per_item=gpus_per_item,
+                on_progress=progress,
+                command=["topiq-video", *sys.argv[1:]],
+            )
+        except KeyboardInterrupt:
+            bar.write("Stopped: the items finished are kept; run the same command again to resume.")
+            raise
+    skipped = f"{result.skipped} skipped (done before)" if result.skipped else "0 skipped"
+    if result.failed_before:
+        skipped = (
+            f"{result.skipped - result.failed_before} skipped (done before), "
+            f"{result.failed_before} failed before (rerun with --retry-failed)"
+        )
+    click.echo(
+        f"{result.total} items: {result.done} done, {result.failed} failed, {skipped}; "
+        f"{result.runner}, {result.workers} worker(s), {result.elapsed_s:.1f} s."
+    )
+    click.echo(f"Wrote {result.index_path} and {result.catalog_path.name}")
+    failed = result.failed + result.failed_before
+    if failed:
+        raise TopiqVideoError(
+            f"{failed} item(s) failed: their errors are in {result.catalog_path.name} and on "
+            "the index page. Fix the inputs and rerun with --retry-failed."
+        )
 
 
 # ---------------------------------------------------------------------------- compare
