@@ -77,7 +77,8 @@ ID_HEX_CHARS = 16
 FINGERPRINT_BYTES = 1 << 20
 """The first and the last this many bytes of each input file are hashed into its id."""
 FINGERPRINT_THREADS = 8
-"""Input files fingerprinted at once by the driver (I/O bound: network storage)."""
+"""Files the driver reads at once (I/O bound on network storage): input fingerprints, and
+the item records and reports checked when a run resumes."""
 IGNORED_OPTIONS = ("device", "batch_size", "progress", "timeout")
 """Options that do not change an item's scores, so not its id: resuming on other hardware
 reuses what was done."""
@@ -97,6 +98,9 @@ CATALOG_INTERVAL_S = 2.0
 """catalog.parquet is rewritten at most this often while items finish (and at the end)."""
 INDEX_INTERVAL_S = 30.0
 """index.html (which embeds plotly.js) is rewritten at most this often (and at the end)."""
+OUTPUT_TIME_SHARE = 10
+"""The catalog and the page wait at least this many times as long as their last rewrite
+took before the next one (a catalog of 100,000 items takes seconds to build)."""
 RAY_EXTRA = "pip install 'topiq-video[ray]'"
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Ray's switch for multi-node networking; "0" keeps a local instance on 127.0.0.1."""
@@ -1033,41 +1037,44 @@ def _clean_leftovers(items_dir: Path) -> None:
 
 class _Outputs:
     """The catalog and the index page: rewritten as items finish, each not more often than
-    its interval, and once more at the end."""
+    its interval, and once more at the end. An interval grows with the time a rewrite takes,
+    so that rewriting a large catalog never takes more than 1/``OUTPUT_TIME_SHARE`` of the
+    driver's time."""
 
     def __init__(self, out: Path, items: Sequence[BatchItem], title: str) -> None:
         self.out = out
         self.items = items
         self.title = title
         self.records: dict[str, tuple[ItemRecord, bool]] = {}
-        self._catalog_at = -math.inf
-        self._index_at = -math.inf
-        self._catalog_stale = True
-        self._index_stale = True
+        self._due = {"catalog": -math.inf, "index": -math.inf}
+        self._stale = {"catalog": True, "index": True}
 
     def add(self, record: ItemRecord, *, resumed: bool) -> None:
         self.records[record.id] = (record, resumed)
-        self._catalog_stale = self._index_stale = True
+        self._stale = {"catalog": True, "index": True}
 
     def write(self, *, now: bool = False, final: bool = False) -> None:
         """Write what is stale and due (``now``: the catalog whatever its interval)."""
-        started = time.monotonic()
-        catalog_due = now or started - self._catalog_at >= CATALOG_INTERVAL_S
-        index_due = started - self._index_at >= INDEX_INTERVAL_S
-        write_catalog_now = self._catalog_stale and (final or catalog_due)
-        write_index_now = self._index_stale and (final or index_due)
-        if not (write_catalog_now or write_index_now):
+        at = time.monotonic()
+        catalog = self._stale["catalog"] and (final or now or at >= self._due["catalog"])
+        index = self._stale["index"] and (final or at >= self._due["index"])
+        if not (catalog or index):
             return
         frame = catalog_frame(self.items, self.records)
-        if write_catalog_now:
+        if catalog:
             write_catalog(frame, self.out / CATALOG_FILE)
-            self._catalog_at, self._catalog_stale = time.monotonic(), False
-        if write_index_now:
+            self._wrote("catalog", at, CATALOG_INTERVAL_S)
+        if index:
             from topiq_video.report.batch_page import write_index
 
             _, infos = _metric_order(r for r, _ in self.records.values())
             write_index(frame, infos, self.out / INDEX_FILE, title=self.title)
-            self._index_at, self._index_stale = time.monotonic(), False
+            self._wrote("index", at, INDEX_INTERVAL_S)
+
+    def _wrote(self, what: str, started: float, interval: float) -> None:
+        end = time.monotonic()
+        self._stale[what] = False
+        self._due[what] = end + max(interval, OUTPUT_TIME_SHARE * (end - started))
 
 
 class _InProcessRunner:
@@ -1393,8 +1400,9 @@ def run_batch(
         outputs = _Outputs(out, items, title)
         todo: list[BatchItem] = []
         skipped = failed_before = 0
-        for item in items:
-            record = committed_record(items_dir / item.id, item.id)
+        with ThreadPoolExecutor(max_workers=FINGERPRINT_THREADS) as pool:
+            found = list(pool.map(lambda i: committed_record(items_dir / i.id, i.id), items))
+        for item, record in zip(items, found, strict=True):
             if record is None or (record.status == "failed" and retry_failed):
                 todo.append(item)
                 continue

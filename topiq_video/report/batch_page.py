@@ -83,18 +83,23 @@ class WorstItem:
     scene: str
 
 
-def _value(frame: pd.DataFrame, column: str, i: int) -> Any:
-    if column not in frame.columns:
-        return None
-    value = frame[column].iloc[i]
-    try:
-        import pandas as pd
+class _Columns:
+    """The catalog's columns as Python lists (missing values as None), read once."""
 
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value.item() if hasattr(value, "item") else value
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._cache: dict[str, list[Any]] = {}
+
+    def __call__(self, name: str) -> list[Any]:
+        if name not in self._cache:
+            if name not in self.frame.columns:
+                values: list[Any] = [None] * len(self.frame)
+            else:
+                series = self.frame[name]
+                missing = series.isna().tolist()
+                values = [None if m else v for v, m in zip(series.tolist(), missing, strict=True)]
+            self._cache[name] = values
+        return self._cache[name]
 
 
 def _href(item_id: str, status: str) -> str | None:
@@ -105,52 +110,50 @@ def _href(item_id: str, status: str) -> str | None:
     return None
 
 
-def _worst_first(frame: pd.DataFrame, metric: str, higher_is_better: bool) -> list[int]:
-    """Row positions of done items with a mean, worst first."""
-    column = f"{metric}_mean"
-    if column not in frame.columns:
-        return []
-    values = frame[column].to_numpy(np.float64, na_value=np.nan)
-    done = (frame["status"] == "done").to_numpy(bool) & np.isfinite(values)
-    rows = np.flatnonzero(done)
-    order = np.argsort(values[rows] if higher_is_better else -values[rows], kind="stable")
-    return rows[order].tolist()
+def _worst_first(col: _Columns, metric: str, higher_is_better: bool) -> list[int]:
+    """Row positions of done items with a finite mean, worst first."""
+    means, status = col(f"{metric}_mean"), col("status")
+    rows = [
+        i
+        for i, (v, s) in enumerate(zip(means, status, strict=True))
+        if s == "done" and v is not None and np.isfinite(v)
+    ]
+    sign = 1.0 if higher_is_better else -1.0
+    return sorted(rows, key=lambda i: sign * means[i])
 
 
-def _rows(frame: pd.DataFrame, metrics: list[MetricInfo]) -> tuple[list[ItemRow], int]:
-    n = len(frame)
+def _rows(col: _Columns, metrics: list[MetricInfo]) -> tuple[list[ItemRow], int]:
+    n = len(col.frame)
     order = list(range(n))
     if n > INDEX_MAX_ROWS:
         first = metrics[0] if metrics else None
-        worst = _worst_first(frame, first.name, first.higher_is_better) if first else []
-        failed = [i for i in order if frame["status"].iloc[i] == "failed"]
-        rest = [i for i in order if i not in set(failed) | set(worst)]
-        order = (failed + worst + rest)[:INDEX_MAX_ROWS]
+        worst = _worst_first(col, first.name, first.higher_is_better) if first else []
+        failed = [i for i, s in enumerate(col("status")) if s == "failed"]
+        shown = set(failed) | set(worst)
+        order = (failed + worst + [i for i in order if i not in shown])[:INDEX_MAX_ROWS]
+    stats = [(m, stat, col(f"{m.name}_{stat}")) for m in metrics for stat in TABLE_STATS]
+    ids, labels, status = col("id"), col("label"), col("status")
+    frames, durations, errors = col("frames"), col("duration_s"), col("error")
+    dists, refs, numbers = col("dist"), col("ref"), col("row")
     rows = []
     for i in order:
-        get = lambda c, i=i: _value(frame, c, i)  # noqa: E731
-        status = get("status")
-        duration = get("duration_s")
         cells = [
-            Cell(fmt_num(get("frames")), _sort_key(get("frames"))),
-            Cell(fmt_time(duration), _sort_key(duration)),
+            Cell(fmt_num(frames[i]), _sort_key(frames[i])),
+            Cell(fmt_time(durations[i]), _sort_key(durations[i])),
         ]
-        for m in metrics:
-            for stat in TABLE_STATS:
-                v = get(f"{m.name}_{stat}")
-                cells.append(Cell(fmt_num(v), _sort_key(v)))
-        texts = [get("label"), get("dist"), get("ref"), get("error"), get("id")]
+        cells += [Cell(fmt_num(values[i]), _sort_key(values[i])) for _, _, values in stats]
+        texts = (labels[i], dists[i], refs[i], errors[i], ids[i])
         rows.append(
             ItemRow(
-                id=get("id"),
-                row=get("row"),
-                label=get("label"),
-                dist=get("dist"),
-                ref=get("ref"),
-                status=status,
-                status_rank=STATUS_ORDER.get(status, 3),
-                href=_href(get("id"), status),
-                error=get("error"),
+                id=ids[i],
+                row=numbers[i],
+                label=labels[i],
+                dist=dists[i],
+                ref=refs[i],
+                status=status[i],
+                status_rank=STATUS_ORDER.get(status[i], 3),
+                href=_href(ids[i], status[i]),
+                error=errors[i],
                 text=" ".join(str(t) for t in texts if t).lower(),
                 cells=cells,
             )
@@ -158,24 +161,23 @@ def _rows(frame: pd.DataFrame, metrics: list[MetricInfo]) -> tuple[list[ItemRow]
     return rows, n - len(order)
 
 
-def _worst(frame: pd.DataFrame, m: MetricInfo) -> list[WorstItem]:
+def _worst(col: _Columns, m: MetricInfo) -> list[WorstItem]:
     out = []
-    for rank, i in enumerate(_worst_first(frame, m.name, m.higher_is_better)[:WORST_TITLES], 1):
-        start = _value(frame, f"{m.name}_worst_scene_start_s", i)
-        scene = _value(frame, f"{m.name}_worst_scene", i)
-        scene_mean = _value(frame, f"{m.name}_worst_scene_mean", i)
+    for rank, i in enumerate(_worst_first(col, m.name, m.higher_is_better)[:WORST_TITLES], 1):
+        scene = col(f"{m.name}_worst_scene")[i]
         where = (
-            f"scene {scene} at {fmt_time(start)}, mean {fmt_num(scene_mean)}"
+            f"scene {scene} at {fmt_time(col(f'{m.name}_worst_scene_start_s')[i])}, mean "
+            f"{fmt_num(col(f'{m.name}_worst_scene_mean')[i])}"
             if scene is not None
             else "—"
         )
         out.append(
             WorstItem(
                 rank=rank,
-                label=_value(frame, "label", i),
-                href=f"items/{_value(frame, 'id', i)}/report.html",
-                mean=fmt_num(_value(frame, f"{m.name}_mean", i)),
-                p5=fmt_num(_value(frame, f"{m.name}_p5", i)),
+                label=col("label")[i],
+                href=f"items/{col('id')[i]}/report.html",
+                mean=fmt_num(col(f"{m.name}_mean")[i]),
+                p5=fmt_num(col(f"{m.name}_p5")[i]),
                 scene=where,
             )
         )
@@ -246,14 +248,15 @@ def catalog_figure(index: int, metric: MetricInfo, frame: pd.DataFrame) -> Figur
 def render_index(frame: pd.DataFrame, metrics: Mapping[str, MetricInfo], *, title: str) -> str:
     """The batch's page, as one self-contained HTML string."""
     infos = list(metrics.values())
-    rows, left_out = _rows(frame, infos)
+    col = _Columns(frame)
+    rows, left_out = _rows(col, infos)
     counts = {s: int((frame["status"] == s).sum()) if len(frame) else 0 for s in STATUS_ORDER}
     distributions = []
     for i, m in enumerate(infos):
         fig = catalog_figure(i, m, frame)
         if fig is not None:
             distributions.append((m, fig))
-    worst = [(m, items) for m in infos if (items := _worst(frame, m))]
+    worst = [(m, items) for m in infos if (items := _worst(col, m))]
     created = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     pills = [
         ("items", fmt_num(len(frame))),
