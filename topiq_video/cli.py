@@ -56,8 +56,10 @@ from topiq_video.pipeline.options import (
     DEFAULT_SCALE_TO,
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_TIMEOUT,
+    DEFAULT_VMAF_MODEL,
     DEFAULT_WORST_N,
     PRECISIONS,
+    VMAF_MODEL_NAMES,
     FrameSelection,
     ScoreOptions,
 )
@@ -264,8 +266,16 @@ def scoring_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--metrics",
             default=None,
             help="Comma-separated metrics: TOPIQ checkpoint names ('topiq' = --model), "
-            "psnr_y, ssim_y. Default: the model, plus psnr_y,ssim_y with --ref. "
-            "A list without a TOPIQ model needs no weights.",
+            "psnr_y, ssim_y, and with the vmaf extra vmaf, vmaf_neg, xpsnr_y. Default: the "
+            "model, plus psnr_y,ssim_y with --ref. A list without a TOPIQ model needs no "
+            "weights.",
+        ),
+        click.option(
+            "--vmaf-model",
+            type=click.Choice(VMAF_MODEL_NAMES),
+            default=DEFAULT_VMAF_MODEL,
+            show_default=True,
+            help="libvmaf's built-in model for the vmaf metric (4k, phone, or NEG).",
         ),
         click.option("--weights", type=click.Path(dir_okay=False), help="Local checkpoint file."),
         click.option(
@@ -362,6 +372,7 @@ def _score_options(kwargs: dict[str, Any], **extra: Any) -> ScoreOptions:
         selection=selection,
         timeout=kwargs["timeout"],
         max_pixels=kwargs["max_pixels"],
+        vmaf_model=kwargs["vmaf_model"],
         **extra,
     )
 

@@ -29,7 +29,7 @@ import torch
 
 from topiq_video.errors import AlignmentError, InvalidInputError, TopiqVideoError
 from topiq_video.files import describe_os_error, display_text
-from topiq_video.metrics import METRICS, compute_metric
+from topiq_video.metrics import FFMPEG_METRICS, METRICS, compute_metric
 from topiq_video.pipeline.capture import WorstFrameCapture
 from topiq_video.pipeline.options import DEFAULT_COMPARE_GALLERY, ScoreOptions
 from topiq_video.pipeline.run import (
@@ -38,6 +38,7 @@ from topiq_video.pipeline.run import (
     _resize_luma,
     _resize_rgb,
     compare_streams,
+    ffmpeg_metrics,
     load_models,
     parse_scale_to,
     resolve_metrics,
@@ -193,6 +194,7 @@ class _Encode:
     error: str | None = None
     rows: Any = None  # RowColumns: the rows, 8 bytes a value
     warnings: list[str] | None = None
+    ffmpeg: Any = None  # FFmpegMetrics: this encode's VMAF/XPSNR process
 
 
 class ComparePass:
@@ -270,6 +272,9 @@ class ComparePass:
                     "No encode could be opened: "
                     + "; ".join(f"{e.spec.label}: {e.error}" for e in self.encodes)
                 )
+            for entry in self.encodes:
+                if entry.source is not None:
+                    entry.ffmpeg = ffmpeg_metrics(self.metrics, opts, entry.source.info)
             self.models = load_models(self.metrics, opts, has_ref=True, given=models)
         except BaseException:
             self.close()
@@ -282,10 +287,38 @@ class ComparePass:
         }
 
     def close(self) -> None:
+        """Close every source and stop every FFmpeg process (idempotent)."""
+        self._close_sources()
+        for entry in self.encodes:
+            if entry.ffmpeg is not None:
+                entry.ffmpeg.close()
+
+    def _close_sources(self) -> None:
         self.source.close()
         for entry in self.encodes:
             if entry.source is not None:
                 entry.source.close()
+
+    def _finish_ffmpeg(self, stopped: bool) -> None:
+        """Join each encode's VMAF/XPSNR to its rows. FFmpeg failing for one encode is that
+        encode's error (its other metrics stay); after a stop it is only a warning."""
+        from topiq_video.vmaf import FFmpegMetricError
+
+        for entry in self.encodes:
+            if entry.ffmpeg is None:
+                continue
+            try:
+                values = entry.ffmpeg.finish(stopped=stopped)
+            except FFmpegMetricError as exc:
+                message = f"{', '.join(entry.ffmpeg.metrics)} are missing: {exc}"
+                if stopped:
+                    entry.warnings.append(message)
+                else:
+                    entry.error = entry.error or message
+                logger.error("Encode %s: %s", entry.spec.label, message)
+                continue
+            for name, column in values.items():
+                entry.rows.fill(name, column)
 
     @property
     def content_scores(self) -> Mapping[int, float]:
@@ -328,7 +361,9 @@ class ComparePass:
 
     # -- the pass ----------------------------------------------------------------------
     def run(self) -> Iterator[tuple[str, FrameScores]]:
-        """Score every encode; yields (label, row) as rows are made."""
+        """Score every encode; yields (label, row) as rows are made (VMAF and XPSNR, known
+        only when FFmpeg ends, are NaN there and filled in the rows kept)."""
+        stopped = True
         try:
             self._align()
             shared = SharedFrames(self.source.frames())
@@ -375,10 +410,15 @@ class ComparePass:
                     if len(taken) >= room:
                         entry.done = True  # max_frames counts scored rows
                 yield from self._score_window(window)
+            stopped = False
         finally:
-            self.close()
+            self._close_sources()
             if self.scenes is not None:
                 self.cuts = self.scenes.finish()
+            try:
+                self._finish_ffmpeg(stopped)
+            finally:
+                self.close()
 
     def _peek(self, entry: _Encode) -> None:
         if entry.peeked is not None or entry.done:
@@ -432,7 +472,7 @@ class ComparePass:
         ref_rgb = _resize_rgb(native, target)
         ref_color = ref_frames[0].color
         ref_luma = None
-        if any(m in METRICS for m in self.metrics):
+        if any(m in METRICS or m in FFMPEG_METRICS for m in self.metrics):
             depth = ref_color.bit_depth
             ref_luma = _resize_luma(frames_to_luma(ref_frames, self.device), target, depth, depth)
         features = {}
@@ -447,7 +487,7 @@ class ComparePass:
             entry = next(e for e in self.encodes if e.spec.label == label)
             for chunk in _split_layouts(window[label]):
                 rows, dist_rgb = self._score_encode(
-                    chunk, position, ref_rgb, ref_luma, ref_color, features, target
+                    entry, chunk, position, ref_rgb, ref_luma, ref_color, features, target
                 )
                 if label == self.baseline:
                     for i, row in enumerate(rows):
@@ -462,6 +502,7 @@ class ComparePass:
 
     def _score_encode(
         self,
+        entry: _Encode,
         pairs: Sequence[tuple[VideoFrame, VideoFrame]],
         position: Mapping[int, int],
         ref_rgb: torch.Tensor,
@@ -492,6 +533,11 @@ class ComparePass:
             ref_y = ref_luma.index_select(0, rows_idx.to(ref_luma.device))
             for name in (m for m in self.metrics if m in METRICS):
                 columns[name] = compute_metric(name, dist_y, ref_y, depth).double().cpu().numpy()
+            if entry.ffmpeg is not None:
+                entry.ffmpeg.feed(dist_y, ref_y, depth)
+        for name in self.metrics:
+            if name in FFMPEG_METRICS:
+                columns[name] = np.full(len(pairs), math.nan)  # filled when FFmpeg ends
         content = self.content_scores
         rows = [
             FrameScores(
@@ -524,6 +570,8 @@ class ComparePass:
         baseline = torch.stack([base[int(rows[i].ref_frame)][0] for i in common])
         source = ref_rgb[[position[int(rows[i].ref_frame)] for i in common]]
         for metric in self.metrics:
+            if metric in FFMPEG_METRICS:
+                continue  # known only when FFmpeg ends
             gaps = []
             for i in common:
                 a = base[int(rows[i].ref_frame)][1][metric]
@@ -754,7 +802,7 @@ def build_compare_result(
         ),
         source=input_info(source_info, compare_pass.source.stats),
         models=tuple(model_info(m) for m in compare_pass.models.values()),
-        metrics=tuple(metric_info(m) for m in metrics),
+        metrics=tuple(metric_info(m, compare_pass.options) for m in metrics),
         baseline=base,
         encodes=tuple(encodes),
         scene_source=(

@@ -208,6 +208,7 @@ class MetricStats:
     nan_count: int
     posinf_count: int
     neginf_count: int
+    shifted_harmonic_mean: float | None = None  # VMAF's own pooling (VMAF metrics only)
 
     @property
     def nonfinite_count(self) -> int:

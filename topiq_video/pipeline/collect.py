@@ -24,7 +24,7 @@ import pandas as pd
 from topiq_video import __version__
 from topiq_video.errors import ScoringInterrupted, Terminated, TopiqVideoError
 from topiq_video.files import describe_os_error, display_text
-from topiq_video.metrics import METRICS
+from topiq_video.metrics import REFERENCE_METRICS
 from topiq_video.model.registry import get_checkpoint
 from topiq_video.pipeline.options import FrameSelection, ScoreOptions
 from topiq_video.pipeline.run import FrameScores, ScoringRun
@@ -87,6 +87,13 @@ class RowColumns:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def fill(self, metric: str, values: np.ndarray) -> None:
+        """Set a metric known only at the end (VMAF, XPSNR), row by row from the first; rows
+        beyond ``values`` (never fed to FFmpeg) keep NaN."""
+        count = min(len(values), len(self.frame))
+        column = np.frombuffer(self.values[metric], dtype=np.float64)
+        column[:count] = np.asarray(values[:count], dtype=np.float64)
+
     def table(self, scene_of: np.ndarray | None = None) -> pd.DataFrame:
         data: dict[str, Any] = {
             "frame": np.frombuffer(self.frame, dtype=np.int64).copy(),
@@ -120,6 +127,8 @@ def run_rows(
         failure = exc
     finally:
         run.close()
+    for name, values in (run.ffmpeg_values or {}).items():
+        columns.fill(name, values)
     return columns, failure
 
 
@@ -222,7 +231,7 @@ def build_result(
             role: input_info(info, run.decode_stats[role]) for role, info in run.inputs.items()
         },
         models=tuple(model_info(m) for m in run.models.values()),
-        metrics=tuple(metric_info(m) for m in run.metrics),
+        metrics=tuple(metric_info(m, opts) for m in run.metrics),
         alignment=alignment_info(run),
         warnings=tuple(dict.fromkeys(warnings)),
         interruption=interruption,
@@ -301,16 +310,20 @@ def model_info(model: Any) -> ModelInfo:
     )
 
 
-def metric_info(name: str) -> MetricInfo:
-    if name in METRICS:
-        info = METRICS[name]
+def metric_info(name: str, options: ScoreOptions | None = None) -> MetricInfo:
+    if name in REFERENCE_METRICS:
+        info = REFERENCE_METRICS[name]
         low, high = info.range
+        description = info.description
+        if name == "vmaf":
+            model = (options or ScoreOptions()).vmaf_model
+            description = f"VMAF, model {model} (libvmaf through FFmpeg), on the aligned pairs"
         return MetricInfo(
             name=name,
             unit=info.unit or None,
             higher_is_better=info.higher_is_better,
             range=(_finite_or_none(low), _finite_or_none(high)),
-            description=info.description,
+            description=description,
         )
     ckpt = get_checkpoint(name)
     return MetricInfo(
