@@ -427,6 +427,25 @@ def test_sections_are_left_out_when_empty():
     assert "gallery" not in page.ids
 
 
+def test_nothing_compared_still_renders():
+    failed = Enc("base", error="cannot open base.mp4", scored=0.0)
+    lost_baseline = make_compare(120, encodes=(failed, Enc("b"), Enc("c", gain=1.0)))
+    page = Page(render_compare_html(lost_baseline))
+    assert "No encode could be compared with the baseline base" in page.text
+    assert "scenes" not in page.ids and "fig-timeline" in page.figures()
+    assert Nesting(render_compare_html(lost_baseline)).errors == []
+
+    nothing = make_compare(
+        120, encodes=(failed, Enc("b", error="cannot open b.mp4", scored=0.0)), gallery=0
+    )
+    markup = render_compare_html(nothing)
+    page = Page(markup)
+    assert len(nothing.frames) == 0 and page.figures() == {}
+    assert "No encode was scored." in page.text and "No per-frame scores." in page.text
+    assert "cannot open base.mp4" in page.text and "cannot open b.mp4" in page.text
+    assert Nesting(markup).errors == [] and Nesting(markup).stack == []
+
+
 def test_interruption_and_terms_are_shown():
     stop = Interruption("terminated", "Terminated by <SIGTERM>", 180, at_time=7.2)
     result = make_compare(200, interruption=stop)

@@ -95,7 +95,7 @@ def encode_series(result: CompareResult) -> list[Series]:
     frames = result.frames
     if not len(frames) or "encode" not in frames.columns:
         return []
-    groups = {str(k): g for k, g in frames.groupby("encode", sort=False)}
+    groups = {str(k): g for k, g in frames.groupby("encode", sort=False, observed=True)}
     out = []
     for i, enc in enumerate(result.report.encodes):
         part = groups.get(enc.label)

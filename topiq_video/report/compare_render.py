@@ -637,6 +637,7 @@ def render_compare_html(result: CompareResult) -> str:
         "encode_warnings": [(e, w) for e in encodes for w in e.warnings],
         "summary_tables": _summary_tables(report, metrics, encodes),
         "compared": bool(report.comparisons),
+        "scored_count": sum(1 for e in report.encodes if e.frames_scored),
         "timeline": timeline,
         "scene_groups": scene_groups,
         "scene_count": len(report.scenes),
