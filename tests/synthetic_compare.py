@@ -495,11 +495,12 @@ def _gallery(
     images: dict[str, bytes],
     seed: int,
 ) -> list[CompareGalleryEntry]:
-    """The source frames where ``label`` falls furthest below the baseline, spaced apart."""
+    """The source frames where ``label`` and the baseline differ most (either way), spaced
+    apart, as the engine picks them; the difference picture is between the two encodes."""
     joined = by_label[baseline].merge(by_label[label], on="ref_frame", suffixes=("_a", "_b"))
     a, b = joined[f"{metric}_a"].to_numpy(np.float64), joined[f"{metric}_b"].to_numpy(np.float64)
     with np.errstate(invalid="ignore"):
-        gap = np.where(np.isfinite(a) & np.isfinite(b), a - b, -np.inf)
+        gap = np.where(np.isfinite(a) & np.isfinite(b), np.abs(a - b), -np.inf)
     taken: list[int] = []
     for i in np.argsort(-gap, kind="stable"):
         if len(taken) >= n or not np.isfinite(gap[i]):
@@ -519,7 +520,7 @@ def _gallery(
             "source": src,
             "baseline": base_pic,
             "encode": enc_pic,
-            "diff": np.clip(np.abs(enc_pic - src).mean(0) * 4, 0, 1) * DIFF_TINT,
+            "diff": np.clip(np.abs(enc_pic - base_pic).mean(0) * 4, 0, 1) * DIFF_TINT,
         }
         names = {role: f"{stem}-{role}.jpg" for role in pictures}
         for role, pic in pictures.items():

@@ -5,6 +5,7 @@ from topiq_video.bdrate), sections left out when empty, failed encodes, the size
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 import re
@@ -444,6 +445,52 @@ def test_nothing_compared_still_renders():
     assert "No encode was scored." in page.text and "No per-frame scores." in page.text
     assert "cannot open base.mp4" in page.text and "cannot open b.mp4" in page.text
     assert Nesting(markup).errors == [] and Nesting(markup).stack == []
+
+
+def test_gallery_shows_each_entry(evil):
+    result, markup = evil
+    report = result.report
+    gallery = block(markup, "gallery", "section")
+    cards = re.findall(r'<article class="card shot" id="([^"]+)">(.*?)</article>', gallery, re.S)
+    assert len(cards) == len(report.gallery) > 0
+    labels = [e.label for e in report.encodes]
+    metrics = report.metric_names
+    for g in report.gallery:
+        anchor = f"g-{labels.index(g.label)}-{metrics.index(g.metric)}-{g.rank}"
+        card = Page(dict(cards)[anchor])
+        unit = next(m.unit for m in report.metrics if m.name == g.metric) or ""
+        value = fmt_num(g.value) + (f" {unit}" if unit else "")
+        base = fmt_num(g.baseline_value) + (f" {unit}" if unit else "")
+        assert f"{g.label} {value} · {g.baseline} {base}" in card.text
+        assert f"difference {fmt_signed(g.value - g.baseline_value, unit)}" in card.text
+        assert f"source frame {g.ref_frame}" in card.text and f"scene {g.scene}" in card.text
+        captions = re.findall(r"<figcaption>(.*?)</figcaption>", dict(cards)[anchor])
+        assert [Page(c).text for c in captions] == [
+            f"source · frame {g.ref_frame}",
+            f"baseline · {g.baseline}",
+            g.label,
+            "difference from the baseline",
+        ]
+        sources = [a["src"] for t, a in card.tags if t == "img"]
+        roles = ("source", "baseline", "encode", "diff")
+        assert sources == [
+            "data:image/jpeg;base64," + base64.b64encode(result.images[g.images[r]]).decode()
+            for r in roles
+        ]
+    assert "here the reference is the baseline" in Page(gallery).text
+
+
+def test_warnings_are_listed_once():
+    result = make_compare(120)  # x265-crf23 starts 2 frames late: a warning of its own
+    own = "x265-crf23: x265-crf23 starts 2 frames after the source"
+    box = Page(block(render_compare_html(result), "warnings", "div")).text
+    assert box.startswith("1 warning") and box.count(own) == 1
+    # The engine also lists each encode's warnings among the report's: still once.
+    engine = dataclasses.replace(result.report, warnings=(own, "source is interlaced"))
+    markup = render_compare_html(CompareResult(engine, result.frames, result.images))
+    box = Page(block(markup, "warnings", "div")).text
+    assert box.startswith("2 warnings") and box.count(own) == 1
+    assert "source is interlaced" in box
 
 
 def test_interruption_and_terms_are_shown():

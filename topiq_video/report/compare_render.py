@@ -483,7 +483,7 @@ def _shot(
         "source": f"source · frame {g.ref_frame}",
         "baseline": f"baseline · {g.baseline}",
         "encode": g.label,
-        "diff": "difference",
+        "diff": "difference from the baseline",
     }
     roles = [r for r in ROLE_ORDER if r in g.images] + [r for r in g.images if r not in ROLE_ORDER]
     pictures = []
@@ -554,6 +554,15 @@ def _pills(report: CompareReport, encodes: list[EncodeView]) -> list[tuple[str, 
         pills.append(("duration", fmt_time(src.duration)))
     pills.append(("created", report.run.created))
     return pills
+
+
+def _warnings(report: CompareReport) -> list[str]:
+    """The report's warnings, then any encode's own not already among them (as the engine
+    words them: "label: warning")."""
+    out = list(report.warnings)
+    for e in report.encodes:
+        out += [f"{e.label}: {w}" for w in e.warnings if f"{e.label}: {w}" not in out]
+    return list(dict.fromkeys(out))
 
 
 def _credits(report: CompareReport) -> str | None:
@@ -633,8 +642,7 @@ def render_compare_html(result: CompareResult) -> str:
         "pills": _pills(report, encodes),
         "sections": sections,
         "interruption": _interruption(report.interruption),
-        "warnings": list(report.warnings),
-        "encode_warnings": [(e, w) for e in encodes for w in e.warnings],
+        "warnings": _warnings(report),
         "summary_tables": _summary_tables(report, metrics, encodes),
         "compared": bool(report.comparisons),
         "scored_count": sum(1 for e in report.encodes if e.frames_scored),
@@ -649,7 +657,8 @@ def render_compare_html(result: CompareResult) -> str:
         "scene_bd": scene_bd,
         "distributions": distributions,
         "gallery": gallery,
-        "diff_caption": f"{DIFF_CAPTION}; the reference is the source",
+        # The engine captures each encode against the baseline: the difference is theirs.
+        "diff_caption": f"{DIFF_CAPTION}; here the reference is the baseline",
         "has_diff": any("diff" in g.images for g in report.gallery),
         "alignments": alignments,
         "inputs": probe_table(
