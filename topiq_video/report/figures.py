@@ -13,6 +13,7 @@ from the report goes through :func:`markupsafe.escape`, the escaping the templat
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +152,23 @@ def ecdf_ranks(n: int) -> np.ndarray:
     return np.unique(np.concatenate([np.arange(ECDF_TAIL_POINTS), spread]))
 
 
+def ecdf_points(finite_sorted: np.ndarray) -> tuple[list[float], list[float]]:
+    """(values, cumulative percent) of the ECDF of sorted finite values, through the order
+    statistics :func:`ecdf_ranks` keeps."""
+    ranks = ecdf_ranks(finite_sorted.size)
+    return (
+        finite_sorted[ranks].tolist(),
+        ((ranks + 1) / finite_sorted.size * 100.0).tolist(),
+    )
+
+
+def ecdf_note(drawn: int, total: int) -> str:
+    return (
+        f"Decimated: the cumulative line passes through {drawn:,} of the {total:,} sorted "
+        f"values (the lowest {ECDF_TAIL_POINTS:,} all kept, the rest evenly spaced)."
+    )
+
+
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(first, last) row of each run of True."""
     padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
@@ -172,12 +190,124 @@ def _strips(mask: np.ndarray, times: np.ndarray, step: float) -> list[tuple[floa
 # ---------------------------------------------------------------------------- timeline
 
 
-def _frame_step(times: np.ndarray) -> float:
+def frame_step(times: np.ndarray) -> float:
+    """The typical time between consecutive rows (the median positive step)."""
     if times.size < 2:
         return 0.04
     diffs = np.diff(times)
     diffs = diffs[diffs > 0]
     return float(np.median(diffs)) if diffs.size else 0.04
+
+
+def axis_suffix(row: int) -> str:
+    """Plotly's axis suffix of the ``row``-th stacked row ("", "2", "3", ...)."""
+    return "" if row == 0 else str(row + 1)
+
+
+def stacked_layout(titles: list[str], *, x_title: str = "time (s)") -> dict[str, Any]:
+    """A layout of rows stacked top to bottom, one y axis each (``titles``, already
+    escaped), sharing one x axis: zooming one row zooms them all."""
+    count = len(titles)
+    gap = 0.05 if count > 1 else 0.0
+    height = (1.0 - gap * (count - 1)) / count
+    layout = _layout(height=max(260, 190 * count + 60), margin={"l": 64, "r": 20, "t": 12, "b": 45})
+    for i, title in enumerate(titles):
+        ax = axis_suffix(i)
+        top = 1.0 - i * (height + gap)
+        layout[f"yaxis{ax}"] = _axis(domain=[max(0.0, top - height), top], title={"text": title})
+        layout[f"xaxis{ax}"] = _axis(
+            anchor=f"y{ax}",
+            matches="x" if i else None,
+            showticklabels=i == count - 1,
+            title={"text": x_title} if i == count - 1 else None,
+        )
+    return layout
+
+
+def drawn_rows(values: np.ndarray, forced: np.ndarray | None = None) -> np.ndarray:
+    """Rows of a series to draw: every row up to EXACT_MAX_POINTS, else the min/max envelope
+    over TIMELINE_BUCKETS buckets, plus the ``forced`` rows and both ends when given."""
+    n = len(values)
+    if n <= EXACT_MAX_POINTS:
+        return np.arange(n)
+    rows = envelope_rows(values, TIMELINE_BUCKETS)
+    if forced is not None:
+        rows = np.union1d(rows, np.r_[forced, 0, n - 1].astype(np.int64))
+    return rows
+
+
+def decimation_note(
+    n: int, drawn_points: int, *, of: str = "frames", per: str = "row", exact: str = "the worst"
+) -> str:
+    """What the page says under a decimated timeline."""
+    return (
+        f"Decimated: {n:,} {of} are drawn as the lowest and highest value of each of "
+        f"{TIMELINE_BUCKETS:,} runs of about {n / TIMELINE_BUCKETS:.0f} consecutive frames "
+        f"(at most {drawn_points:,} points per {per}), so every dip stays visible and {exact} "
+        "frames are drawn exactly; zooming in does not add detail. Every frame's value is in "
+        "the per-frame table."
+    )
+
+
+def nonfinite_shapes(
+    values: np.ndarray,
+    times: np.ndarray,
+    step: float,
+    ax: str,
+    band: tuple[float, float] = (0.94, 1.0),
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Strips marking where a series is +inf (green) or NaN/-inf (grey), drawn in the
+    ``band`` of row ``ax``'s height; and the two counts."""
+    finite = np.isfinite(values)
+    posinf_mask = np.isposinf(values)
+    noscore_mask = ~finite & ~posinf_mask
+    shapes = []
+    for mask, color in ((posinf_mask, POSINF_COLOR), (noscore_mask, NOSCORE_COLOR)):
+        for x0, x1 in _strips(mask, times, step) if mask.any() else ():
+            shapes.append(
+                {
+                    "type": "rect",
+                    "xref": f"x{ax}",
+                    "yref": f"y{ax} domain",
+                    "x0": x0,
+                    "x1": x1,
+                    "y0": band[0],
+                    "y1": band[1],
+                    "fillcolor": color,
+                    "line": {"width": 0},
+                    "layer": "above",
+                }
+            )
+    return shapes, int(posinf_mask.sum()), int(noscore_mask.sum())
+
+
+def nonfinite_counts_text(posinf: int, other: int) -> str:
+    parts = []
+    if posinf:
+        parts.append(f"{posinf:,} +∞ (green)")
+    if other:
+        parts.append(f"{other:,} NaN or −∞ (grey)")
+    return " and ".join(parts)
+
+
+def scene_band_shapes(spans: Iterable[tuple[float, float]]) -> list[dict[str, Any]]:
+    """Shaded bands behind every row over alternate scenes (``(start, end)`` times)."""
+    return [
+        {
+            "type": "rect",
+            "xref": "x",
+            "yref": "paper",
+            "x0": x0,
+            "x1": x1,
+            "y0": 0,
+            "y1": 1,
+            "fillcolor": SCENE_BAND_COLOR,
+            "line": {"width": 0},
+            "layer": "below",
+        }
+        for k, (x0, x1) in enumerate(spans)
+        if k % 2 == 0
+    ]
 
 
 def timeline_figure(result: ScoreResult) -> Figure | None:
@@ -191,7 +321,7 @@ def timeline_figure(result: ScoreResult) -> Figure | None:
         return None
     times = frames["time"].to_numpy(np.float64)
     frame_no = frames["frame"].to_numpy(np.int64)
-    step = _frame_step(times)
+    step = frame_step(times)
     scene_score = None
     if "scene_score" in frames.columns:
         scene_score = frames["scene_score"].to_numpy(np.float64)
@@ -201,35 +331,20 @@ def timeline_figure(result: ScoreResult) -> Figure | None:
     if scene_score is not None:
         rows.append(("scene change", "detector"))
     count = len(rows)
-    gap = 0.05 if count > 1 else 0.0
-    height = (1.0 - gap * (count - 1)) / count
-    layout = _layout(height=max(260, 190 * count + 60), margin={"l": 64, "r": 20, "t": 12, "b": 45})
-    for i, (label, hint) in enumerate(rows):
-        ax = "" if i == 0 else str(i + 1)
-        top = 1.0 - i * (height + gap)
-        title = _label(label) + (f" ({_label(hint)})" if hint else "")
-        layout[f"yaxis{ax}"] = _axis(domain=[max(0.0, top - height), top], title={"text": title})
-        layout[f"xaxis{ax}"] = _axis(
-            anchor=f"y{ax}",
-            matches="x" if i else None,
-            showticklabels=i == count - 1,
-            title={"text": "time (s)"} if i == count - 1 else None,
-        )
+    layout = stacked_layout(
+        [_label(label) + (f" ({_label(hint)})" if hint else "") for label, hint in rows]
+    )
     decimated = n > EXACT_MAX_POINTS
     traces: list[dict[str, Any]] = []
     shapes: list[dict[str, Any]] = []
     notes: list[str] = []
     drawn_points = 0
     for i, m in enumerate(metrics):
-        ax = "" if i == 0 else str(i + 1)
+        ax = axis_suffix(i)
         values = frames[m.name].to_numpy(np.float64)
         worst = report.worst_frames.get(m.name, ())
         worst_rows = np.flatnonzero(np.isin(frame_no, [w.frame for w in worst]))
-        if decimated:
-            rows_drawn = envelope_rows(values, TIMELINE_BUCKETS)
-            rows_drawn = np.union1d(rows_drawn, np.r_[worst_rows, 0, n - 1].astype(np.int64))
-        else:
-            rows_drawn = np.arange(n)
+        rows_drawn = drawn_rows(values, worst_rows)
         drawn_points = max(drawn_points, rows_drawn.size)
         finite = np.isfinite(values)
         traces.append(
@@ -271,38 +386,16 @@ def timeline_figure(result: ScoreResult) -> Figure | None:
                     "%{x:.3f} s · %{y:.4g}<extra></extra>",
                 }
             )
-        posinf_mask = np.isposinf(values)
-        noscore_mask = ~finite & ~posinf_mask
-        for mask, color in ((posinf_mask, POSINF_COLOR), (noscore_mask, NOSCORE_COLOR)):
-            for x0, x1 in _strips(mask, times, step) if mask.any() else ():
-                shapes.append(
-                    {
-                        "type": "rect",
-                        "xref": f"x{ax}",
-                        "yref": f"y{ax} domain",
-                        "x0": x0,
-                        "x1": x1,
-                        "y0": 0.94,
-                        "y1": 1.0,
-                        "fillcolor": color,
-                        "line": {"width": 0},
-                        "layer": "above",
-                    }
-                )
-        posinf, other = int(posinf_mask.sum()), int(noscore_mask.sum())
+        strips, posinf, other = nonfinite_shapes(values, times, step, ax)
+        shapes += strips
         if posinf or other:
-            parts = []
-            if posinf:
-                parts.append(f"{posinf:,} +∞ (green)")
-            if other:
-                parts.append(f"{other:,} NaN or −∞ (grey)")
             notes.append(
-                f"{m.name}: {' and '.join(parts)} frames have no point on the line; a strip "
-                "along the top of the row marks where they are."
+                f"{m.name}: {nonfinite_counts_text(posinf, other)} frames have no point on the "
+                "line; a strip along the top of the row marks where they are."
             )
     if scene_score is not None:
         ax = str(count)
-        rows_drawn = envelope_rows(scene_score, TIMELINE_BUCKETS) if decimated else np.arange(n)
+        rows_drawn = drawn_rows(scene_score)
         traces.append(
             {
                 "type": "scatter",
@@ -336,23 +429,7 @@ def timeline_figure(result: ScoreResult) -> Figure | None:
             0,
             max(float(np.nanmax(scene_score)), threshold) * 1.08,
         ]
-    for k, scene in enumerate(report.scenes):
-        if k % 2:
-            continue
-        shapes.append(
-            {
-                "type": "rect",
-                "xref": "x",
-                "yref": "paper",
-                "x0": scene.start_time,
-                "x1": scene.end_time,
-                "y0": 0,
-                "y1": 1,
-                "fillcolor": SCENE_BAND_COLOR,
-                "line": {"width": 0},
-                "layer": "below",
-            }
-        )
+    shapes += scene_band_shapes((s.start_time, s.end_time) for s in report.scenes)
     end_of_time = float(times[-1]) + step
     for event in report.events:
         shapes.append(
@@ -374,14 +451,7 @@ def timeline_figure(result: ScoreResult) -> Figure | None:
     if report.events:
         notes.append(f"Red bands mark the {len(report.events)} alert episode(s) of this session.")
     if decimated:
-        notes.insert(
-            0,
-            f"Decimated: {n:,} frames are drawn as the lowest and highest value of each of "
-            f"{TIMELINE_BUCKETS:,} runs of about {n / TIMELINE_BUCKETS:.0f} consecutive frames "
-            f"(at most {drawn_points:,} points per row), so every dip stays visible and the worst "
-            "frames are drawn exactly; zooming in does not add detail. Every frame's value is in "
-            "the per-frame table.",
-        )
+        notes.insert(0, decimation_note(n, drawn_points))
     return Figure("fig-timeline", traces, layout, notes, decimated)
 
 
@@ -402,7 +472,7 @@ def distribution_figure(
     percent = counts / finite.size * 100.0
     keep = counts > 0
     centers = (edges[:-1] + edges[1:]) / 2
-    ranks = ecdf_ranks(finite.size)
+    ecdf_x, ecdf_y = ecdf_points(finite)
     shapes, notes_on_plot = [], []
     marks = (
         ("mean", "mean", "solid", 0),
@@ -459,8 +529,8 @@ def distribution_figure(
         {
             "type": "scatter",
             "mode": "lines",
-            "x": finite[ranks].tolist(),
-            "y": ((ranks + 1) / finite.size * 100.0).tolist(),
+            "x": ecdf_x,
+            "y": ecdf_y,
             "yaxis": "y2",
             "line": {"color": INK, "width": 1.6, "shape": "hv"},
             "name": "ECDF",
@@ -488,13 +558,9 @@ def distribution_figure(
         annotations=notes_on_plot,
     )
     notes = []
-    decimated = ranks.size < finite.size
+    decimated = len(ecdf_x) < finite.size
     if decimated:
-        notes.append(
-            f"Decimated: the cumulative line passes through {ranks.size:,} of the "
-            f"{finite.size:,} sorted values (the lowest {ECDF_TAIL_POINTS:,} all kept, the "
-            "rest evenly spaced)."
-        )
+        notes.append(ecdf_note(len(ecdf_x), finite.size))
     left_out = values.size - finite.size
     if left_out:
         notes.append(

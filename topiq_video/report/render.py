@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -46,11 +46,14 @@ from topiq_video.result import DIFF_CAPTION, DIFF_GAIN
 
 if TYPE_CHECKING:
     from topiq_video.result import (
+        Alignment,
+        CompareReport,
         GalleryEntry,
         InputInfo,
         Interruption,
         MetricInfo,
         MetricStats,
+        ModelInfo,
         Report,
         ScoreResult,
     )
@@ -266,22 +269,21 @@ def _metric_views(report: Report) -> list[MetricView]:
         if name not in known:
             known.add(name)
             infos.append(name)
-    views = []
-    for i, info in enumerate(infos):
-        if isinstance(info, str):
-            views.append(MetricView(i, info, "", metric_color(i), True, ""))
-        else:
-            views.append(
-                MetricView(
-                    i,
-                    info.name,
-                    info.unit or "",
-                    metric_color(i),
-                    info.higher_is_better,
-                    info.description,
-                )
-            )
-    return views
+    return [metric_view(i, info) for i, info in enumerate(infos)]
+
+
+def metric_view(index: int, info: MetricInfo | str) -> MetricView:
+    """How the page shows the ``index``-th metric (a bare name: higher is better)."""
+    if isinstance(info, str):
+        return MetricView(index, info, "", metric_color(index), True, "")
+    return MetricView(
+        index,
+        info.name,
+        info.unit or "",
+        metric_color(index),
+        info.higher_is_better,
+        info.description,
+    )
 
 
 def _nonfinite_parts(m: MetricView, s: MetricStats) -> list[tuple[int, str, str]]:
@@ -530,8 +532,7 @@ def _gallery(
     return groups
 
 
-def _alignment_rows(report: Report) -> list[tuple[str, str]]:
-    a = report.alignment
+def _alignment_rows(a: Alignment | None) -> list[tuple[str, str]]:
     if a is None:
         return []
     rows = [
@@ -602,24 +603,33 @@ def _input_rows(info: InputInfo) -> list[tuple[str, str]]:
 
 
 def _inputs(report: Report) -> dict[str, Any]:
-    cols = [
-        (k, label) for k, label in (("dist", "encode"), ("ref", "reference")) if k in report.inputs
-    ]
-    per_col = [dict(_input_rows(report.inputs[k])) for k, _ in cols]
+    return probe_table(
+        [
+            (label, report.inputs[k])
+            for k, label in (("dist", "encode"), ("ref", "reference"))
+            if k in report.inputs
+        ]
+    )
+
+
+def probe_table(columns: Sequence[tuple[str, InputInfo | None]]) -> dict[str, Any]:
+    """The inputs side by side: a column per (heading, input); None: not probed."""
+    per_col = [dict(_input_rows(info)) if info is not None else {} for _, info in columns]
     labels: list[str] = []
     for rows in per_col:
         labels += [k for k in rows if k not in labels]
     rows = [(label, [r.get(label, "—") for r in per_col]) for label in labels]
+    metadata = [info.metadata if info is not None else {} for _, info in columns]
     tag_keys: list[str] = []
-    for k, _ in cols:
-        tag_keys += [t for t in report.inputs[k].metadata if t not in tag_keys]
-    tags = [(t, [report.inputs[k].metadata.get(t, "—") for k, _ in cols]) for t in tag_keys]
-    return {"columns": [label for _, label in cols], "rows": rows, "tags": tags}
+    for tags_of in metadata:
+        tag_keys += [t for t in tags_of if t not in tag_keys]
+    tags = [(t, [tags_of.get(t, "—") for tags_of in metadata]) for t in tag_keys]
+    return {"columns": [label for label, _ in columns], "rows": rows, "tags": tags}
 
 
-def _models(report: Report) -> list[dict[str, Any]]:
+def _models(models: Sequence[ModelInfo]) -> list[dict[str, Any]]:
     out = []
-    for model in report.models:
+    for model in models:
         rows = [
             ("name", model.name),
             ("mode", model.mode),
@@ -635,7 +645,7 @@ def _models(report: Report) -> list[dict[str, Any]]:
     return out
 
 
-def _run(report: Report) -> dict[str, Any]:
+def _run(report: Report | CompareReport) -> dict[str, Any]:
     run = report.run
     rows = [
         ("topiq-video", run.tool_version),
@@ -716,6 +726,16 @@ def _inline_script(text: str) -> Markup:
     return Markup(_SCRIPT_END.sub(r"<\\/\1", text))
 
 
+def page_assets() -> dict[str, Any]:
+    """The parts every page inlines: its policy, style sheet, page script and plotly.js."""
+    return {
+        "csp": CSP,
+        "css": Markup(_STYLE_END.sub(r"<\\/\1", _static("report.css"))),
+        "page_js": _inline_script(_static("report.js")),
+        "plotly_js": _inline_script(_plotly_js()),
+    }
+
+
 def render_html(result: ScoreResult) -> str:
     """The report page of a result, as one self-contained HTML string."""
     started = time.perf_counter()
@@ -742,10 +762,7 @@ def render_html(result: ScoreResult) -> str:
     ]
     gallery = _gallery(result, metrics, anchors, DIFF_GAIN)
     context = {
-        "csp": CSP,
-        "css": Markup(_STYLE_END.sub(r"<\\/\1", _static("report.css"))),
-        "page_js": _inline_script(_static("report.js")),
-        "plotly_js": _inline_script(_plotly_js()),
+        **page_assets(),
         "dist_name": _basename(dist.path) if dist else "input",
         "ref_name": _basename(report.inputs["ref"].path) if report.full_reference else None,
         "title_tag": dist.metadata.get("title") if dist else None,
@@ -766,10 +783,10 @@ def render_html(result: ScoreResult) -> str:
         "gallery": gallery,
         "has_diff": any(g.diff_image for g in report.gallery),
         "diff_caption": DIFF_CAPTION,
-        "alignment_rows": _alignment_rows(report),
+        "alignment_rows": _alignment_rows(report.alignment),
         "search": search,
         "inputs": _inputs(report),
-        "models": _models(report),
+        "models": _models(report.models),
         "metric_infos": metrics,
         "run": _run(report),
         "credits": report.credits,
