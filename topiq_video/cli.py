@@ -581,9 +581,10 @@ def report_cmd(
     help="Folder for the page (and a copy of its data). Default: beside REPORT_JSON.",
 )
 def render_cmd(report_json: str, output_dir: str | None) -> None:
-    """Render report.html again from a saved report.json (no videos needed).
+    """Render report.html (or compare.html) again from a saved report.json (or
+    compare.json); no videos needed.
 
-    REPORT_JSON is a report.json or the report folder holding it; the files it names
+    REPORT_JSON is the JSON file or the folder holding it; the files it names
     (frames.parquet, gallery/) must sit beside it.
     """
     from topiq_video.report.build import render_report

@@ -1045,12 +1045,8 @@ def write_compare(result: Any, out_dir: str | os.PathLike[str]) -> Any:
     from topiq_video.result import SavedReport
 
     out = check_output_dir(out_dir)
+    from topiq_video.report.compare_render import write_compare_html
+
     saved = result.save(out)
-    html = None
-    try:
-        from topiq_video.report.compare_render import write_compare_html
-    except ImportError:  # pragma: no cover - the page comes with the package
-        write_compare_html = None
-    if write_compare_html is not None:
-        html = write_compare_html(result, out / COMPARE_HTML)
+    html = write_compare_html(result, out / COMPARE_HTML)
     return SavedReport(saved.out_dir, saved.json_path, saved.frames_path, saved.csv_path, html)

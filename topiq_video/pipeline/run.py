@@ -404,6 +404,7 @@ class ScoringRun:
         self._sources: dict[str, FrameSource] = {}
         self._ffmpeg: FFmpegMetrics | None = None
         self.ffmpeg_values: dict[str, np.ndarray] | None = None  # VMAF/XPSNR, at the end
+        self._ffmpeg_failure: Exception | None = None
         try:
             # Inputs first: a wrong path should not wait for a weights download.
             self._open_sources(dist, ref)
@@ -660,9 +661,12 @@ class ScoringRun:
 
     def _score_batch(
         self, batch: Sequence[tuple[VideoFrame, VideoFrame | None]]
-    ) -> list[FrameScores]:
-        """Score one batch; on a GPU out-of-memory, in halves (never losing a frame)."""
-        return [row for part in self._batcher.run(batch, self._score_batch_once) for row in part]
+    ) -> Iterator[FrameScores]:
+        """Score one batch; on a GPU out-of-memory, in halves (never losing a frame). If
+        FFmpeg failed on it, its rows (other metrics scored) still come first."""
+        yield from (row for part in self._batcher.run(batch, self._score_batch_once) for row in part)
+        if self._ffmpeg_failure is not None:
+            raise self._ffmpeg_failure
 
     def _score_batch_once(
         self, batch: Sequence[tuple[VideoFrame, VideoFrame | None]]
@@ -743,7 +747,12 @@ class ScoringRun:
             # Last, once nothing can fail for want of memory: a batch retried in halves
             # must not reach FFmpeg twice.
             assert self._ffmpeg is not None
-            self._ffmpeg.feed(*fed)
+            from topiq_video.vmaf import FFmpegMetricError
+
+            try:
+                self._ffmpeg.feed(*fed)
+            except FFmpegMetricError as exc:
+                self._ffmpeg_failure = exc
             fed = None
         rows = []
         for i, (d, r) in enumerate(batch):
