@@ -176,9 +176,7 @@ def test_a_trimmed_rescaled_encode_is_scored_on_the_pipelines_pairs(tmp_path):
     _write_raw(tmp_path / "dist.yuv", list(scaled[frames["frame"].to_numpy()]))
     _write_raw(tmp_path / "ref.yuv", paired_ref)
     raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "160x90", "-framerate", "25", "-i"]
-    oracle = ffmpeg_direct(
-        dist, ref, tmp_path, inputs=[*raw, "dist.yuv", *raw, "ref.yuv"]
-    )
+    oracle = ffmpeg_direct(dist, ref, tmp_path, inputs=[*raw, "dist.yuv", *raw, "ref.yuv"])
     for name in ALL:
         np.testing.assert_allclose(
             frames[name].to_numpy(), oracle[name], rtol=0, atol=TOLERANCE, err_msg=name
@@ -220,8 +218,10 @@ def _ffmpeg_children(pid: int) -> list[int]:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         # The scoring process reads the pairs from its standard input (not the probe).
-        if ppid == pid and b"ffmpeg" in Path(os.fsdecode(command[0])).name.encode() and (
-            b"pipe:0" in command
+        if (
+            ppid == pid
+            and b"ffmpeg" in Path(os.fsdecode(command[0])).name.encode()
+            and (b"pipe:0" in command)
         ):
             out.append(int(entry.name))
     return out

@@ -31,7 +31,6 @@ import pandas as pd
 
 from topiq_video.errors import InvalidInputError
 from topiq_video.pipeline.options import DEFAULT_WORST_N
-from topiq_video.vmaf import VMAF_COLUMNS, shifted_harmonic_mean
 from topiq_video.result import (
     MetricStats,
     PerSecond,
@@ -39,6 +38,7 @@ from topiq_video.result import (
     WorstFrame,
     nonfinite_flag,
 )
+from topiq_video.vmaf import VMAF_COLUMNS, shifted_harmonic_mean
 
 if TYPE_CHECKING:
     from topiq_video.scenes import Scene

@@ -172,7 +172,7 @@ def _filter_graph(metrics: Sequence[str], width: int, height: int, vmaf_model: s
     """Crop the stacked frame into encode and reference, and run the filters on them."""
     crop = "crop={w}:{h}:0:{y}:exact=1"
     parts = [
-        f"[0:v]split[top][bottom]",
+        "[0:v]split[top][bottom]",
         f"[top]{crop.format(w=width, h=height, y=0)}[dist]",
         f"[bottom]{crop.format(w=width, h=height, y=height)}[ref]",
     ]

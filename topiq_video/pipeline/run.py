@@ -664,7 +664,9 @@ class ScoringRun:
     ) -> Iterator[FrameScores]:
         """Score one batch; on a GPU out-of-memory, in halves (never losing a frame). If
         FFmpeg failed on it, its rows (other metrics scored) still come first."""
-        yield from (row for part in self._batcher.run(batch, self._score_batch_once) for row in part)
+        yield from (
+            row for part in self._batcher.run(batch, self._score_batch_once) for row in part
+        )
         if self._ffmpeg_failure is not None:
             raise self._ffmpeg_failure
 
