@@ -244,6 +244,7 @@ class ComparePass:
         if sel.start:
             lead = opts.max_offset if opts.offset == "auto" else -float(opts.offset)
             ref_start = max(0.0, sel.start - lead - 1.0) or None
+        self.ref_path = str(ref)
         self.source = open_source(
             str(ref),
             start=ref_start,
@@ -786,6 +787,8 @@ def build_compare_result(
     bd = _bd_entries(encodes, base, metrics, bd_rate, bd_metric, BDEntry)
 
     gallery, images = _compare_gallery(compare_pass, tables, scene_of, CompareGalleryEntry)
+    agreements, agreement_images = _agreements(compare_pass, tables, encodes)
+    images = {**images, **agreement_images}
     source_info = compare_pass.source.info
     warnings = []
     for e in encodes:
@@ -822,8 +825,56 @@ def build_compare_result(
         warnings=tuple(dict.fromkeys(warnings)),
         interruption=interruption,
         frames=FramesTable(file=FRAMES_FILE, count=len(long), columns=tuple(long.columns)),
+        agreements=agreements,
     )
     return CompareResult(report=report, frames=long, images=images)
+
+
+def _agreements(
+    compare_pass: ComparePass, tables: Mapping[str, pd.DataFrame], encodes: Sequence[Any]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Per encode, where TOPIQ and VMAF (or PSNR) disagree, with pictures of the source,
+    the encode and their difference fetched after the pass (see pipeline.revisit)."""
+    from topiq_video.agreement import disagreement, metric_pair, shown_frames
+    from topiq_video.pipeline.revisit import (
+        attach_pictures,
+        fetch_pictures,
+        pair_of,
+        why_not_seekable,
+    )
+
+    pair = metric_pair(compare_pass.metrics)
+    if pair is None:
+        return {}, {}
+    source_note = why_not_seekable(compare_pass.ref_path, compare_pass.source.info)
+    src = compare_pass.source.info
+    size = target_size(compare_pass._scale, (src.width, src.height), (src.width, src.height))
+    out: dict[str, Any] = {}
+    images: dict[str, bytes] = {}
+    for entry, result in zip(compare_pass.encodes, encodes, strict=True):
+        table = tables[entry.spec.label]
+        if not len(table):
+            continue
+        agreement = disagreement(table, *pair, result.scenes)
+        info = entry.source.info if entry.source is not None else None
+        note = source_note or why_not_seekable(entry.spec.path, info)
+        pictures = {}
+        if compare_pass.gallery <= 0:
+            note = "no pictures were asked for (gallery 0)"
+        elif note is None:
+            pictures = fetch_pictures(
+                entry.spec.path,
+                compare_pass.ref_path,
+                [pair_of(f) for f in shown_frames(agreement)],
+                size=size,
+                device=compare_pass.device,
+            )
+        agreement, files = attach_pictures(
+            agreement, pictures, prefix=f"agree-{entry.spec.label}", note=note
+        )
+        out[entry.spec.label] = agreement
+        images.update(files)
+    return out, images
 
 
 def _alignment(entry: _Encode, compare_pass: ComparePass) -> Any:

@@ -29,6 +29,10 @@ DEFAULT_GALLERY_FRAMES = 4
 """Worst frames captured as pictures per metric by `report`."""
 DEFAULT_COMPARE_GALLERY = 3
 """Frames where an encode differs most from the baseline, shown per metric by `compare`."""
+DEFAULT_DISAGREE_FRAMES = 6
+"""Frames where TOPIQ and VMAF (or PSNR) disagree most, listed and pictured in reports."""
+DEFAULT_DISAGREE_SCENES = 5
+"""Scenes the two rank furthest apart, listed in reports."""
 GALLERY_SPACING_S = 1.0
 """Pictures of one metric's gallery are at least this far apart (neighbours look alike)."""
 DEFAULT_TIMEOUT = 10.0

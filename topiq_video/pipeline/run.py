@@ -783,6 +783,31 @@ class ScoringRun:
         role = "ref" if ref is not None else "dist"
         return self._scenes.feed(ref if ref is not None else dist, lambda: rgb(role))
 
+    def revisit_note(self) -> str | None:
+        """Why pictures cannot be fetched after the pass (None: they can)."""
+        from topiq_video.pipeline.revisit import why_not_seekable
+
+        for role, source in (("dist", self.dist_source), ("ref", self.ref_source)):
+            if role == "ref" and not self.has_ref:
+                continue
+            given = source if source is not None else self._sources.get(role)
+            reason = why_not_seekable(given, self.inputs[role])
+            if reason:
+                label = "reference" if role == "ref" else "input"
+                return f"no pictures: {reason} ({label})"
+        return None
+
+    def fetch_pictures(self, pairs: Sequence[Any]) -> dict[int, Any]:
+        """Pictures of scored rows, fetched by seeking the inputs after the pass (see
+        :mod:`topiq_video.pipeline.revisit`), drawn as the pass draws them."""
+        from topiq_video.pipeline.revisit import fetch_pictures
+
+        _, size = self.scaling()
+        assert isinstance(self.dist_source, str)
+        return fetch_pictures(
+            self.dist_source, self.ref_source, pairs, size=size, device=self.device
+        )
+
     def source_warnings(self) -> list[str]:
         """What decoding met that a reader must know (truncation, damage, gaps, loss)."""
         out: list[str] = []
