@@ -782,6 +782,8 @@ def _echo_compare_summary(result: Any) -> None:
         value = entry.bd_rate.value
         text = f"{value:+.2f} %" if value is not None else f"n/a ({entry.bd_rate.reason})"
         click.echo(f"BD-rate {entry.encoder} vs {entry.baseline} on {entry.metric}: {text}")
+    for label, agreement in report.agreements.items():
+        _echo_agreement(agreement, label=f"{label}: ")
 
 
 # ---------------------------------------------------------------------------- monitor
@@ -949,8 +951,12 @@ def _echo_summary(result: ScoreResult, *, err: bool = False) -> None:
                 )
             if pairing.conversion not in ("unknown", "equal rate"):
                 click.echo(f"Frame-rate conversion found: {pairing.conversion}", err=err)
-    header = ("METRIC", "MEAN", "POOLED", "HARMONIC", "P1", "P5", "MIN", "WORST SCENE")
-    rows = [header]
+    shifted = any(s.shifted_harmonic_mean is not None for s in report.summary.values())
+    header = (
+        "METRIC", "MEAN", "POOLED", "HARMONIC", *(("VMAF HM",) if shifted else ()),
+        "P1", "P5", "MIN", "WORST SCENE",
+    )  # fmt: skip
+    rows: list[tuple[str, ...]] = [header]
     for name in report.metric_names:
         stats = report.summary[name]
         worst_scene = report.worst_scenes.get(name) or ()
@@ -965,6 +971,7 @@ def _echo_summary(result: ScoreResult, *, err: bool = False) -> None:
                 mean,
                 pooled,
                 _fmt(stats.harmonic_mean),
+                *((_fmt(stats.shifted_harmonic_mean),) if shifted else ()),
                 _fmt(stats.p1),
                 _fmt(stats.p5),
                 _fmt(stats.min),
@@ -972,6 +979,26 @@ def _echo_summary(result: ScoreResult, *, err: bool = False) -> None:
             )
         )
     _echo_table(rows, err=err)
+    if shifted:
+        click.echo("VMAF HM: libvmaf's harmonic mean (of value + 1, minus 1).", err=err)
+    if report.agreement is not None:
+        _echo_agreement(report.agreement, err=err)
+
+
+def _echo_agreement(agreement: Any, *, err: bool = False, label: str = "") -> None:
+    """One line on how TOPIQ and the other metric agree, and where they disagree most."""
+    parts = [
+        f"{label}{agreement.metric} vs {agreement.other}: Spearman {_fmt(agreement.spearman)}, "
+        f"Pearson {_fmt(agreement.pearson)} over {agreement.frames_compared} frames"
+    ]
+    if agreement.frames:
+        first = agreement.frames[0]
+        better = agreement.metric if first.gap > 0 else agreement.other
+        parts.append(
+            f"furthest apart at {first.time:.3f} s (frame {first.frame}: "
+            f"{better} ranks it {abs(first.gap) * 100:.0f} percentile points higher)"
+        )
+    click.echo("; ".join(parts), err=err)
 
 
 def _all_nonfinite(stats: Any) -> str:
