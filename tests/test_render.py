@@ -486,7 +486,7 @@ def test_agreement_section_shows_the_result(agreeing):
     r = scipy_stats.pearsonr(frames["topiq_fr"], frames["vmaf"])[0]
     assert (a.spearman, a.pearson) == (pytest.approx(rho), pytest.approx(r))
     assert (
-        f"Over {len(frames)} frames, topiq_fr and vmaf agree with Spearman's ρ = "
+        f"Over {len(frames)} frames, topiq_fr and vmaf correlate with Spearman's ρ = "
         f"{a.spearman:.3f} (how alike they rank the frames) and Pearson's r = {a.pearson:.3f}"
     ) in text
     assert a.scenes_compared == len(result.report.scenes) >= 3

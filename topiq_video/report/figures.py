@@ -721,6 +721,7 @@ def agreement_figure(
                 "y": [f.percentile * 100 for _, f in items],
                 "text": [str(k) for k, _ in items],
                 "textposition": "top center",
+                "cliponaxis": False,  # a label above a frame at the top stays visible
                 "textfont": {"color": color, "size": 11},
                 "customdata": [[f.frame, f.time, f.value, f.other_value] for _, f in items],
                 "marker": {"color": color, "size": 12, "symbol": symbol, "line": {"width": 2}},
@@ -738,13 +739,9 @@ def agreement_figure(
         "line": {"color": "#94a3b8", "width": 1, "dash": "dash"},
         "layer": "below",
     }
-    corners = [
-        (4, 96, "left", "top", f"{name} rates higher"),
-        (96, 4, "right", "bottom", f"{other_name} rates higher"),
-    ]
     layout = _layout(
-        height=440,
-        margin={"l": 60, "r": 20, "t": 16, "b": 50},
+        height=450,
+        margin={"l": 60, "r": 20, "t": 34, "b": 50},
         xaxis=_axis(
             title={"text": f"{other_name}: % of frames it beats"},
             range=[-2, 102],
@@ -763,17 +760,17 @@ def agreement_figure(
         shapes=[diagonal],
         annotations=[
             {
-                "x": x,
-                "y": y,
-                "xref": "x",
-                "yref": "y",
-                "xanchor": xa,
-                "yanchor": ya,
-                "text": text,
+                "x": 0,
+                "y": 1,
+                "xref": "paper",
+                "yref": "paper",
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "yshift": 6,
+                "text": f"above the diagonal: {name} ranks the frame higher; below: {other_name}",
                 "showarrow": False,
                 "font": {"size": 11, "color": "#64748b"},
             }
-            for x, y, xa, ya, text in corners
         ],
     )
     notes = []
