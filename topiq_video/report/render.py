@@ -36,6 +36,7 @@ from markupsafe import Markup
 
 from topiq_video.agreement import shown_frames
 from topiq_video.files import atomic_write_text, display_text
+from topiq_video.pipeline.options import GALLERY_SPACING_S
 from topiq_video.report.figures import (
     Figure,
     agreement_figure,
@@ -1128,6 +1129,8 @@ def render_html(result: ScoreResult) -> str:
         "has_diff": any(g.diff_image for g in report.gallery),
         "diff_caption": DIFF_CAPTION,
         "agreement": agreement,
+        # How far apart the engine keeps the listed frames (the result does not record it).
+        "agree_spacing": fmt_num(GALLERY_SPACING_S),
         "alignment_rows": _alignment_rows(report.alignment),
         "search": search,
         "inputs": _inputs(report),
