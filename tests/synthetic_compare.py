@@ -25,14 +25,17 @@ from scipy.signal import lfilter
 from synthetic import METRIC_INFO, TERMS, make_input, scene_starts, stats
 from torchvision.io import encode_jpeg
 
+from topiq_video.agreement import disagreement, metric_pair
 from topiq_video.bdrate import bd_metric, bd_rate
 from topiq_video.pipeline.options import ScoreOptions
 from topiq_video.result import (
+    Agreement,
     Alignment,
     BDEntry,
     CompareGalleryEntry,
     CompareReport,
     CompareResult,
+    DisagreeFrame,
     EncodeComparison,
     EncodeResult,
     FramesTable,
@@ -113,6 +116,8 @@ def metric_values(metric: str, z: np.ndarray) -> np.ndarray:
             return np.where(np.isposinf(z), 1.0, np.clip(1 - 0.5 * 10 ** (-(z - 15) / 20), 0.01, 1))
         if metric in ("topiq_fr", "topiq_nr"):
             return np.where(np.isposinf(z), 1.0, 0.98 / (1 + np.exp(-(z - 31) / 4)))
+        if metric == "vmaf":
+            return np.where(np.isposinf(z), 100.0, 100.0 / (1 + np.exp(-(z - 30) / 3.5)))
     raise ValueError(f"no synthetic values for {metric!r}")
 
 
@@ -168,12 +173,20 @@ def make_compare(
     interruption: Interruption | None = None,
     models: bool = True,
     scene_bd: bool = True,
+    agreements: str | None = None,
+    pictures_note: str = "the input file is no longer there",
 ) -> CompareResult:
     """A complete CompareResult over ``n_frames`` source frames.
 
     The baseline is ``baseline`` (a label) or the first encode. Failed encodes (``error``
     with ``scored == 0``) have no rows; a partial one (``error`` and ``0 < scored < 1``)
     keeps the rows it scored and is compared on them.
+
+    VMAF is a monotone map of the latent plus noise of its own, so it mostly agrees with
+    TOPIQ. ``agreements``: None for none; "pictures" for where TOPIQ and VMAF (or PSNR)
+    disagree on each scored encode, as :func:`topiq_video.agreement.disagreement` finds it
+    on the encode's rows, with pictures of the source, the encode and their difference;
+    "missing" for the same without pictures but ``pictures_note``.
     """
     rng = np.random.default_rng(seed)
     baseline = baseline or encodes[0].label
@@ -210,6 +223,9 @@ def make_compare(
             "scene": scene[ref_frame],
         }
         data |= {m: metric_values(m, z) for m in metrics}
+        if "vmaf" in metrics:  # its own view of the frames: noise TOPIQ does not see
+            own = rng.normal(0, 1.6, z.size) + rng.normal(0, 1.5, len(spans))[scene[ref_frame]]
+            data["vmaf"] = metric_values("vmaf", z + own)
         part = pd.DataFrame(data)
         if len(part):
             parts.append(part)
@@ -253,6 +269,9 @@ def make_compare(
         for m in gallery_metrics if gallery_metrics is not None else metrics[:1]:
             entries += _gallery(c.label, baseline, m, by_label, gallery, fps, images, len(entries))
 
+    found = {}
+    if agreements is not None:
+        found = _agreements(results, by_label, metrics, images, agreements, pictures_note)
     options = ScoreOptions(metrics=tuple(metrics), worst_n=10, gallery=gallery)
     source = make_input(source_path, n_frames=n_frames, fps=fps, metadata=source_tags)
     source = replace(source, codec="prores", container="mov,mp4,m4a,3gp,3g2,mj2")
@@ -293,8 +312,60 @@ def make_compare(
         warnings=tuple(warnings),
         interruption=interruption,
         frames=FramesTable("frames.parquet", len(frames), tuple(frames.columns)),
+        agreements=found,
     )
     return CompareResult(report=report, frames=frames, images=images)
+
+
+def _agreements(
+    results: Sequence[EncodeResult],
+    by_label: Mapping[str, pd.DataFrame],
+    metrics: Sequence[str],
+    images: dict[str, bytes],
+    mode: str,
+    note: str,
+) -> dict[str, Agreement]:
+    """Per scored encode, where TOPIQ and VMAF (or PSNR) disagree on its rows."""
+    if mode not in ("pictures", "missing"):
+        raise ValueError(f"agreements must be None, 'pictures' or 'missing', not {mode!r}")
+    pair = metric_pair(metrics)
+    assert pair is not None, f"no TOPIQ and other metric among {metrics}"
+    out = {}
+    for k, r in enumerate(results):
+        rows = by_label.get(r.label)
+        if rows is None or not len(rows):
+            continue
+        found = disagreement(rows.reset_index(drop=True), *pair, r.scenes)
+        if mode == "missing":
+            out[r.label] = replace(found, pictures_note=note)
+            continue
+
+        def named(f: DisagreeFrame, label: str = r.label, k: int = k) -> DisagreeFrame:
+            stem = f"gallery/agree-{_slug(label)}-{f.frame}"
+            src = _picture(None, 100 + f.frame)
+            enc = _picture(24.0 + 4 * k, 100 + f.frame)
+            pictures = {
+                "ref": src,
+                "dist": enc,
+                "diff": np.clip(np.abs(enc - src).mean(0) * 4, 0, 1) * DIFF_TINT,
+            }
+            for role, pic in pictures.items():
+                images[f"{stem}-{role}.jpg"] = _jpeg(pic)
+            return replace(
+                f,
+                dist_image=f"{stem}-dist.jpg",
+                ref_image=f"{stem}-ref.jpg",
+                diff_image=f"{stem}-diff.jpg",
+            )
+
+        out[r.label] = replace(
+            found,
+            frames=tuple(named(f) for f in found.frames),
+            scenes=tuple(
+                replace(s, frame=None if s.frame is None else named(s.frame)) for s in found.scenes
+            ),
+        )
+    return out
 
 
 def _encode_result(
@@ -325,7 +396,7 @@ def _encode_result(
             {},
             (),
         )
-    harmonic = {m: m != "psnr_y" for m in metrics}  # the others lie in (0, 1]
+    harmonic = {m: m not in ("psnr_y", "vmaf") for m in metrics}  # the others lie in (0, 1]
     scenes = []
     ref = part["ref_frame"].to_numpy()  # ascending
     frame = part["frame"].to_numpy()
@@ -342,7 +413,10 @@ def _encode_result(
                 s.start_time,
                 s.end_time,
                 int(hi - lo),
-                {m: stats(columns[m][lo:hi], harmonic=harmonic[m]) for m in metrics},
+                {
+                    m: stats(columns[m][lo:hi], harmonic=harmonic[m], vmaf=m == "vmaf")
+                    for m in metrics
+                },
             )
         )
     total = n_source - enc.offset
@@ -383,7 +457,9 @@ def _encode_result(
         if enc.offset
         else (),
         frames_scored=n,
-        summary={m: stats(part[m].to_numpy(), harmonic=harmonic[m]) for m in metrics},
+        summary={
+            m: stats(part[m].to_numpy(), harmonic=harmonic[m], vmaf=m == "vmaf") for m in metrics
+        },
         scenes=tuple(scenes),
     )
 

@@ -17,7 +17,7 @@ import pytest
 from browser import Browser, browser_available
 from markupsafe import escape
 from synthetic_compare import DEFAULT_ENCODES, Enc, make_compare, rd_ladder
-from test_render import URL_ATTRS, Page, figures_of
+from test_render import EVIL_NOTE, URL_ATTRS, Page, figures_of
 
 from topiq_video.bdrate import bd_metric, bd_rate
 from topiq_video.report.compare_figures import VERDICT_COLORS, encode_color
@@ -33,8 +33,8 @@ from topiq_video.report.figures import (
     TIMELINE_BUCKETS,
     bucket_edges,
 )
-from topiq_video.report.render import CSP, fmt_num, fmt_time
-from topiq_video.result import CompareResult, Interruption
+from topiq_video.report.render import CSP, SHIFTED_HEADING, fmt_num, fmt_time
+from topiq_video.result import DIFF_GAIN, CompareResult, Interruption
 
 EVIL_LABEL = "<script>alert(1)</script>"
 EVIL_PATH = "/videos/<img src=x onerror=alert(2)>.mp4"
@@ -43,6 +43,7 @@ EVIL_ERROR = "moov atom not found </pre><script>alert(4)</script>"
 EVIL_WARNING = "source & <b>bold</b> claims"
 EVIL_SOURCE = "/videos/source\"'><iframe src=x>.mov"
 EVIL_TITLE = "</title><script>alert(5)</script>"
+AGREE_METRICS = ("topiq_fr", "psnr_y", "ssim_y", "vmaf")
 TWO_HOURS = {"frames": 172_800, "fps": 24.0, "scenes": 1_500, "max_mb": 25.0}
 VOID = frozenset({"meta", "img", "br", "hr", "input", "link", "source", "wbr", "col"})
 
@@ -89,6 +90,17 @@ def evil() -> tuple[CompareResult, str]:
         source_tags={"title": EVIL_TITLE},
         warnings=(EVIL_WARNING,),
     )
+    return result, render_compare_html(result)
+
+
+@pytest.fixture(scope="module")
+def agreeing() -> tuple[CompareResult, str]:
+    encodes = (
+        Enc("x264-crf23", "libx264", 23, 0.0, 4.2e6),
+        Enc(EVIL_LABEL, EVIL_ENCODER, 23, 0.6, 3.1e6, offset=2, path=EVIL_PATH),
+        Enc("broken", "libx264", 30, 0.0, None, error=EVIL_ERROR, scored=0.0),
+    )
+    result = make_compare(encodes=encodes, metrics=AGREE_METRICS, agreements="pictures")
     return result, render_compare_html(result)
 
 
@@ -510,6 +522,117 @@ def test_saved_result_renders_the_same(evil, tmp_path):
     assert render_compare_html(loaded) == markup
 
 
+# ---------------------------------------------------------------------------- VMAF, agreement
+
+
+def test_summary_shows_libvmaf_pooling(agreeing):
+    result, markup = agreeing
+    summary = block(markup, "summary", "section")
+    tables = dict(re.findall(r'data-metric="([^"]+)">(.*?)</table>', summary, re.S))
+    heading = f'<th scope="col" class="shifted">{SHIFTED_HEADING[0]}<small>'
+    assert [m for m, t in tables.items() if heading in t] == ["vmaf"]
+    rows = re.findall(r'<tr data-encode="[^"]*">(.*?)</tr>', tables["vmaf"], re.S)
+    for e, row in zip(result.report.encodes, rows, strict=True):
+        cells = re.findall(r'<td data-v="[^"]*">(.*?)</td>', row, re.S)
+        s = e.summary.get("vmaf")
+        expected = [s.mean, s.p5, s.harmonic_mean, s.shifted_harmonic_mean] if s else [None] * 4
+        assert [Page(c).text for c in cells] == [fmt_num(v) for v in expected]
+        if s is not None:
+            values = result.frames.loc[result.frames["encode"] == e.label, "vmaf"].to_numpy()
+            shifted = values.size / np.sum(1 / (values + 1)) - 1  # libvmaf's pooling
+            assert s.shifted_harmonic_mean == pytest.approx(shifted)
+    notes = re.findall(r'<p class="note shifted-note">(.*?)</p>', summary, re.S)
+    assert len(notes) == 1 and "ours is taken on VMAF's own 0–100 scale" in Page(notes[0]).text
+
+
+def test_agreement_per_encode(agreeing):
+    result, markup = agreeing
+    report = result.report
+    page = Page(markup)
+    assert "#agreement" in page.links()
+    section = block(markup, "agreement", "section")
+    labels = [e.label for e in report.encodes]
+    assert set(report.agreements) == {"x264-crf23", EVIL_LABEL}  # "broken" scored nothing
+    spans = {s.index: s for s in report.scenes}
+    for label, a in report.agreements.items():
+        index = labels.index(label)
+        start = section.index(">", section.index(f'id="agreement-{index}"')) + 1
+        end = section.find('<div class="card below agree-block"', start)
+        part = section[start : end if end > 0 else len(section)]
+        text = Page(part).text
+        assert text.startswith(f"{label} Over {a.frames_compared} frames, topiq_fr and vmaf")
+        assert f"Spearman's ρ = {a.spearman:.3f}" in text
+        assert f"Pearson's r = {a.pearson:.3f}" in text
+        assert f"Over the mean scores of {a.scenes_compared} scenes" in text
+        # Frames on the source's count and clock, as the rest of the page.
+        rows = re.findall(r'<tr data-frame="(\d+)">(.*?)</tr>', part, re.S)
+        assert [int(f) for f, _ in rows] == [f.ref_frame for f in a.frames]
+        for (_, row), f in zip(rows, a.frames, strict=True):
+            cells = [Page(c).text for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+            assert cells[1:7] == [
+                fmt_time(f.ref_time),
+                f"{f.ref_frame} encode frame {f.frame}",
+                fmt_num(f.value),
+                f"{f.percentile * 100:.1f} %",
+                fmt_num(f.other_value),
+                f"{f.other_percentile * 100:.1f} %",
+            ]
+            assert f'href="#agree-{index}-{f.frame}"' in row
+        rows = re.findall(r'<tr data-scene="(\d+)">(.*?)</tr>', part, re.S)
+        assert [int(i) for i, _ in rows] == [s.scene for s in a.scenes]
+        for (_, row), s in zip(rows, a.scenes, strict=True):
+            x0, x1 = (float(v) for v in re.findall(r'data-x[01]="([^"]+)"', row))
+            assert x0 < spans[s.scene].start_time < spans[s.scene].end_time < x1
+            assert f"{s.rank} of {a.scenes_compared}" in Page(row).text
+        shown = {f.frame: f for f in [*a.frames, *(s.frame for s in a.scenes)]}
+        cards = dict(
+            re.findall(r'<article class="card shot agree-shot" id="([^"]+)">(.*?)</article>',
+                       part, re.S)
+        )  # fmt: skip
+        assert set(cards) == {f"agree-{index}-{n}" for n in shown}
+        for n, f in shown.items():
+            card = cards[f"agree-{index}-{n}"]
+            sources = [a_["src"] for t, a_ in Page(card).tags if t == "img"]
+            assert sources == [
+                "data:image/jpeg;base64," + base64.b64encode(result.images[name]).decode()
+                for name in (f.ref_image, f.dist_image, f.diff_image)
+            ]
+            captions = [Page(c).text for c in re.findall(r"<figcaption>(.*?)</figcaption>", card)]
+            assert captions == [
+                f"source · frame {f.ref_frame}",
+                f"{label} · frame {f.frame}",
+                f"difference × {DIFF_GAIN}",
+            ]
+    assert all(t[1:] in page.ids for t in Page(section).links())
+    assert "here the reference is the source" in Page(section).text
+    assert str(escape(EVIL_LABEL)) in section and EVIL_LABEL not in section
+    assert Nesting(markup).errors == [] and Nesting(markup).stack == []
+
+
+def test_agreement_without_pictures_or_agreements():
+    result = make_compare(200, metrics=AGREE_METRICS, agreements="missing", pictures_note=EVIL_NOTE)
+    markup = render_compare_html(result)
+    section = block(markup, "agreement", "section")
+    page = Page(section)
+    assert page.text.count(f"No pictures of these frames: {EVIL_NOTE}.") == len(
+        result.report.agreements
+    )
+    assert not [t for t, _ in page.tags if t == "img"]
+    whole = Page(markup)
+    assert not [(t, a) for t, a in whole.tags if any(k.startswith("on") for k in a)]
+
+    plain = Page(render_compare_html(make_compare(200, metrics=AGREE_METRICS)))
+    assert "agreement" not in plain.ids and "#agreement" not in plain.links()
+
+
+def test_saved_agreements_render_the_same(agreeing, tmp_path):
+    result, markup = agreeing
+    saved = result.save(tmp_path / "out")
+    loaded = CompareResult.load(saved.json_path)
+    assert loaded.report.agreements == result.report.agreements
+    assert render_compare_html(loaded) == markup
+
+
 # ---------------------------------------------------------------------------- in a browser
 
 needs_browser = pytest.mark.skipif(
@@ -549,6 +672,36 @@ def test_page_renders_in_headless_chromium(evil, tmp_path):
         assert all(u.startswith(("file://", "data:")) for u in browser.log.requests)
 
 
+@pytest.mark.browser
+@needs_browser
+def test_agreements_render_in_headless_chromium(agreeing, tmp_path):
+    result, markup = agreeing
+    path = tmp_path / "compare.html"
+    path.write_text(markup, "utf-8")
+    with Browser(width=1280, height=900) as browser:
+        browser.open(path)
+        state = browser.wait_for("document.documentElement.getAttribute('data-rendered')")
+        assert state == "true", browser.log.errors
+        plots = browser.evaluate("document.querySelectorAll('.js-plotly-plot').length")
+        assert plots == len(figures_of(markup))
+        assert browser.evaluate("document.images.length") == len(result.images)
+        assert browser.evaluate(
+            "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+        )
+        body = browser.evaluate("document.getElementById('agreement').innerText")
+        assert EVIL_LABEL in body and "Spearman's ρ" in body
+        zoom = browser.evaluate(
+            "(() => {const a = document.querySelector('#agreement table.agree-scenes a.zoom');"
+            "a.click(); return [parseFloat(a.dataset.x0), parseFloat(a.dataset.x1)];})()"
+        )
+        browser.wait_for(
+            "(() => {const r = document.getElementById('fig-timeline').layout.xaxis.range;"
+            f"return Math.abs(r[0] - {zoom[0]}) < 1e-9 && Math.abs(r[1] - {zoom[1]}) < 1e-9;}})()"
+        )
+        assert browser.log.dialogs == [] and browser.log.errors == []
+        assert all(u.startswith(("file://", "data:")) for u in browser.log.requests)
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 @needs_browser
@@ -566,6 +719,8 @@ def test_two_hour_comparison(tmp_path, record_property, capsys):
         fps=TWO_HOURS["fps"],
         resamples=200,
         gallery=3,
+        metrics=AGREE_METRICS,
+        agreements="pictures",
     )
     started = time.perf_counter()
     path = write_compare_html(result, tmp_path / "compare.html")
@@ -601,6 +756,7 @@ def test_two_hour_comparison(tmp_path, record_property, capsys):
     assert "Decimated:" in markup
     whiskers = figures["fig-whisker-0"]["data"]
     assert sum(len(t["x"]) for t in whiskers) == 2 * TWO_HOURS["scenes"]
+    assert len(result.report.agreements) == 3 and 'id="agreement-2"' in markup
 
     with Browser(width=1280, height=900, timeout=90) as browser:
         browser.open(path)

@@ -39,8 +39,11 @@ from topiq_video.report.figures import Figure
 from topiq_video.report.render import (
     DEFAULT_TERMS_NOTE,
     SCENE_SOURCES,
+    SHIFTED_HEADING,
+    AgreementView,
     Cell,
     MetricView,
+    SceneLink,
     ShotImage,
     _alignment_rows,
     _basename,
@@ -50,12 +53,15 @@ from topiq_video.report.render import (
     _models,
     _run,
     _sort_key,
+    agreement_view,
     fmt_num,
     fmt_time,
     headline,
     metric_view,
     page_assets,
     probe_table,
+    scene_link,
+    shifted_note,
 )
 from topiq_video.result import DIFF_CAPTION
 from topiq_video.stats import VERDICT_BETTER, VERDICT_NO_DATA, VERDICT_SAME, VERDICT_WORSE
@@ -170,16 +176,8 @@ class SummaryTable:
     confidence: str
     harmonic: bool
     rows: list[SummaryRow]
-
-
-@dataclass(frozen=True)
-class SceneLink:
-    """A scene, and the source-time range the timeline zooms to when it is clicked."""
-
-    index: int
-    span: str
-    x0: float
-    x1: float
+    shifted: tuple[str, str] | None = None  # VMAF's own pooling's heading, when a row has it
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -315,6 +313,10 @@ def _summary_tables(
             (s := e.summary.get(m.name)) is not None and s.harmonic_mean is not None
             for e in report.encodes
         )
+        shifted = any(
+            (s := e.summary.get(m.name)) is not None and s.shifted_harmonic_mean is not None
+            for e in report.encodes
+        )
         confidence = None
         rows = []
         for view in encodes:
@@ -332,6 +334,8 @@ def _summary_tables(
             cells = [mean, _stat_cell(m, s, "p5")]
             if harmonic:
                 cells.append(_stat_cell(m, s, "harmonic_mean"))
+            if shifted:
+                cells.append(_stat_cell(m, s, "shifted_harmonic_mean"))
             mc = comparisons.get((view.label, m.name))
             diff = tally = None
             if mc is not None:
@@ -341,16 +345,23 @@ def _summary_tables(
                 if mc.no_data:
                     tally += f" ({mc.no_data:,} without data)"
             rows.append(SummaryRow(view, cells, diff, tally))
-        tables.append(SummaryTable(m, f"{(confidence or 0.95) * 100:g} %", harmonic, rows))
+        tables.append(
+            SummaryTable(
+                m,
+                f"{(confidence or 0.95) * 100:g} %",
+                harmonic,
+                rows,
+                SHIFTED_HEADING if shifted else None,
+                shifted_note(m) if shifted else None,
+            )
+        )
     return tables
 
 
 def _scene_link(index: int, spans: Mapping[int, tuple[float, float]]) -> SceneLink | None:
     if index not in spans:
         return None
-    start, end = spans[index]
-    pad = max((end - start) * 0.15, 0.5)  # some context either side of the scene
-    return SceneLink(index, f"{fmt_time(start)}–{fmt_time(end)}", start - pad, end + pad)
+    return scene_link(index, *spans[index])
 
 
 def _loss_table(
@@ -540,6 +551,42 @@ def _gallery(
     return out
 
 
+@dataclass(frozen=True)
+class EncodeAgreement:
+    encode: EncodeView
+    view: AgreementView
+
+
+def _agreements(
+    result: CompareResult,
+    metrics: Mapping[str, MetricView],
+    encodes: list[EncodeView],
+    spans: Mapping[int, tuple[float, float]],
+    zoom: str | None,
+) -> list[EncodeAgreement]:
+    """Where TOPIQ and VMAF (or PSNR) disagree, per encode in the report's order; frames
+    counted and timed on the source, as everywhere on this page."""
+    out = []
+    for e in encodes:
+        agreement = result.report.agreements.get(e.label)
+        if agreement is None:
+            continue
+        view = agreement_view(
+            agreement,
+            metrics,
+            result.images,
+            anchor=lambda frame, i=e.index: f"agree-{i}-{frame}",
+            scene_of=lambda index: _scene_link(index, spans),
+            zoom=zoom,
+            on_source=True,
+            reference="source",
+            encode=e.label,
+        )
+        if view is not None:
+            out.append(EncodeAgreement(e, view))
+    return out
+
+
 def _pills(report: CompareReport, encodes: list[EncodeView]) -> list[tuple[str, str]]:
     src = report.source
     pills = [("encodes", fmt_num(len(encodes)))]
@@ -604,6 +651,7 @@ def render_compare_html(result: CompareResult) -> str:
         and (f := compare_distribution_figure(m.index, infos[m.name], series))
     ]
     gallery = _gallery(result, by_name, by_label, spans)
+    agreements = _agreements(result, by_name, encodes, spans, timeline.id if timeline else None)
     figures: list[Figure] = [
         f
         for f in (
@@ -623,6 +671,8 @@ def render_compare_html(result: CompareResult) -> str:
     sections.append(("distribution", "Distribution"))
     if gallery:
         sections.append(("gallery", "Where they differ"))
+    if agreements:
+        sections.append(("agreement", "Where metrics disagree"))
     sections.append(("inputs", "Inputs & model"))
     alignments = [
         (view, _alignment_rows(e.alignment))
@@ -660,6 +710,9 @@ def render_compare_html(result: CompareResult) -> str:
         # The engine captures each encode against the baseline: the difference is theirs.
         "diff_caption": f"{DIFF_CAPTION}; here the reference is the baseline",
         "has_diff": any("diff" in g.images for g in report.gallery),
+        "agreements": agreements,
+        "agreement_caption": f"{DIFF_CAPTION}; here the reference is the source",
+        "agreements_open": len(agreements) <= LOSSES_OPEN,
         "alignments": alignments,
         "inputs": probe_table(
             [("source", report.source)] + [(e.label, e.input) for e in report.encodes]

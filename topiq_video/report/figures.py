@@ -21,7 +21,9 @@ import numpy as np
 from markupsafe import escape
 
 if TYPE_CHECKING:
-    from topiq_video.result import Alignment, MetricInfo, MetricStats, ScoreResult
+    import pandas as pd
+
+    from topiq_video.result import Agreement, Alignment, MetricInfo, MetricStats, ScoreResult
 
 EXACT_MAX_POINTS = 5_000
 """Series of at most this many frames are drawn point for point."""
@@ -35,9 +37,14 @@ ECDF_TAIL_POINTS = 250
 """...of which the lowest ones, where quality is worst, are all kept."""
 NONFINITE_STRIPS_MAX = 400
 """Runs of non-finite frames drawn per metric; closer runs are merged above this."""
+AGREE_FAR_POINTS = 1_000
+"""Above EXACT_MAX_POINTS frames, the agreement plot keeps this many of the frames the two
+metrics rank furthest apart and spreads the rest of its points evenly over the video."""
 
 METRIC_COLORS = ("#2563eb", "#0f9d76", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d")
 WORST_COLOR = "#dc2626"
+AGREE_POINT_COLOR = "rgba(71, 85, 105, 0.45)"
+SCENE_FRAME_COLOR = "#d97706"
 INK = "#1f2933"
 EVENT_BAND_COLOR = "rgba(220, 38, 38, 0.12)"
 SCENE_BAND_COLOR = "rgba(100, 116, 139, 0.10)"
@@ -611,3 +618,172 @@ def search_figure(alignment: Alignment | None) -> Figure | None:
     if any(c is None for c in costs):
         notes.append("Offsets without a point had too little overlap to compare.")
     return Figure("fig-search", [trace], layout, notes)
+
+
+# ---------------------------------------------------------------------------- agreement
+
+
+def agreement_rows(gap: np.ndarray) -> np.ndarray:
+    """Rows of the agreement plot: every row with a gap (not NaN) up to EXACT_MAX_POINTS;
+    above, the AGREE_FAR_POINTS largest gaps and the rest evenly spaced. Sorted."""
+    gap = np.asarray(gap, dtype=np.float64)
+    valid = np.flatnonzero(~np.isnan(gap))
+    if valid.size <= EXACT_MAX_POINTS:
+        return valid
+    far = valid[np.argsort(-gap[valid], kind="stable")[:AGREE_FAR_POINTS]]
+    rest = np.setdiff1d(valid, far, assume_unique=True)
+    spread = rest[np.rint(np.linspace(0, rest.size - 1, EXACT_MAX_POINTS - far.size)).astype(int)]
+    return np.union1d(far, spread)
+
+
+def _rounded(values: np.ndarray, digits: int = 6) -> list[float | None]:
+    """Values for hover text, to ``digits`` significant digits (keeps the page small)."""
+    return [
+        None if not np.isfinite(v) else float(f"{v:.{digits}g}")
+        for v in np.asarray(values, dtype=np.float64)
+    ]
+
+
+def agreement_figure(
+    frames: pd.DataFrame, agreement: Agreement, figure_id: str = "fig-agree"
+) -> Figure | None:
+    """Each frame placed by its percentile under both metrics (the other metric across,
+    TOPIQ up): on the diagonal they rank it alike. The frames and scenes' frames the
+    agreement lists are ringed and numbered as on the page."""
+    from topiq_video.agreement import percentiles
+
+    metric, other = agreement.metric, agreement.other
+    if metric not in frames.columns or other not in frames.columns or not len(frames):
+        return None
+    a = frames[metric].to_numpy(np.float64)
+    b = frames[other].to_numpy(np.float64)
+    both = ~np.isnan(a) & ~np.isnan(b)
+    if not both.any():
+        return None
+    # The same ranks as the engine's: over the frames with a value on both metrics.
+    pa = np.full(a.size, np.nan)
+    pb = np.full(b.size, np.nan)
+    pa[both] = percentiles(a[both])
+    pb[both] = percentiles(b[both])
+    rows = agreement_rows(np.abs(pa - pb))
+    frame_no = frames["frame"].to_numpy(np.int64)
+    times = frames["time"].to_numpy(np.float64)
+    name, other_name = _label(metric), _label(other)
+    hover = (
+        "frame %{customdata[0]} · %{customdata[1]:.3f} s<br>"
+        f"{name} %{{customdata[2]:.4g}} (beats %{{y:.1f}} %)<br>"
+        f"{other_name} %{{customdata[3]:.4g}} (beats %{{x:.1f}} %)<extra></extra>"
+    )
+    traces: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "mode": "markers",
+            "name": "frames",
+            "x": np.round(pb[rows] * 100, 3).tolist(),
+            "y": np.round(pa[rows] * 100, 3).tolist(),
+            "customdata": [
+                list(c)
+                for c in zip(
+                    frame_no[rows].tolist(),
+                    np.round(times[rows], 3).tolist(),
+                    _rounded(a[rows]),
+                    _rounded(b[rows]),
+                    strict=True,
+                )
+            ],
+            "marker": {"color": AGREE_POINT_COLOR, "size": 5},
+            "hovertemplate": hover,
+        }
+    ]
+    listed = {f.frame for f in agreement.frames}
+    marked = [
+        ("listed frames", WORST_COLOR, "circle-open", list(enumerate(agreement.frames, 1))),
+        (
+            "scenes' frames",
+            SCENE_FRAME_COLOR,
+            "diamond-open",
+            [
+                (f"s{s.scene}", s.frame)
+                for s in agreement.scenes
+                if s.frame is not None and s.frame.frame not in listed
+            ],
+        ),
+    ]
+    for label, color, symbol, items in marked:
+        if not items:
+            continue
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers+text",
+                "name": label,
+                "x": [f.other_percentile * 100 for _, f in items],
+                "y": [f.percentile * 100 for _, f in items],
+                "text": [str(k) for k, _ in items],
+                "textposition": "top center",
+                "cliponaxis": False,  # a label above a frame at the top stays visible
+                "textfont": {"color": color, "size": 11},
+                "customdata": [[f.frame, f.time, f.value, f.other_value] for _, f in items],
+                "marker": {"color": color, "size": 12, "symbol": symbol, "line": {"width": 2}},
+                "hovertemplate": f"{label}<br>{hover}",
+            }
+        )
+    diagonal = {
+        "type": "line",
+        "xref": "x",
+        "yref": "y",
+        "x0": 0,
+        "y0": 0,
+        "x1": 100,
+        "y1": 100,
+        "line": {"color": "#94a3b8", "width": 1, "dash": "dash"},
+        "layer": "below",
+    }
+    layout = _layout(
+        height=450,
+        margin={"l": 60, "r": 20, "t": 34, "b": 50},
+        xaxis=_axis(
+            title={"text": f"{other_name}: % of frames it beats"},
+            range=[-2, 102],
+            dtick=25,
+            zeroline=False,
+            constrain="domain",
+        ),
+        yaxis=_axis(
+            title={"text": f"{name}: % of frames it beats"},
+            range=[-2, 102],
+            dtick=25,
+            zeroline=False,
+            scaleanchor="x",
+            constrain="domain",
+        ),
+        shapes=[diagonal],
+        annotations=[
+            {
+                "x": 0,
+                "y": 1,
+                "xref": "paper",
+                "yref": "paper",
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "yshift": 6,
+                "text": f"above the diagonal: {name} ranks the frame higher; below: {other_name}",
+                "showarrow": False,
+                "font": {"size": 11, "color": "#64748b"},
+            }
+        ],
+    )
+    notes = []
+    decimated = rows.size < int(both.sum())
+    if decimated:
+        notes.append(
+            f"Decimated: {rows.size:,} of the {int(both.sum()):,} frames are drawn: the "
+            f"{AGREE_FAR_POINTS:,} the two metrics rank furthest apart, and the rest spread "
+            "evenly over the video. Every frame's values are in the per-frame table."
+        )
+    left_out = int((~both).sum())
+    if left_out:
+        notes.append(
+            f"{left_out:,} frames without a value on both metrics (NaN) are not ranked or drawn."
+        )
+    return Figure(figure_id, traces, layout, notes, decimated)
