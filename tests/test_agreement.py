@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -34,9 +35,7 @@ def test_metric_pair_prefers_vmaf_then_psnr():
 
 def _table(a, b, fps=10.0):
     n = len(a)
-    return pd.DataFrame(
-        {"frame": np.arange(n), "time": np.arange(n) / fps, "topiq": a, "vmaf": b}
-    )
+    return pd.DataFrame({"frame": np.arange(n), "time": np.arange(n) / fps, "topiq": a, "vmaf": b})
 
 
 def test_the_frames_ranked_furthest_apart_come_first():
@@ -67,7 +66,7 @@ def test_disagreeing_frames_are_spread_out_in_time():
     b = a[::-1].copy()  # full disagreement at both ends
     agreement = disagreement(_table(a, b, fps=10.0), "topiq", "vmaf", frames=4, spacing=1.0)
     times = sorted(f.time for f in agreement.frames)
-    assert len(times) == 4 and all(t2 - t1 >= 1.0 for t1, t2 in zip(times, times[1:]))
+    assert len(times) == 4 and all(t2 - t1 >= 1.0 for t1, t2 in itertools.pairwise(times))
     assert agreement.spearman == pytest.approx(-1.0)
 
 

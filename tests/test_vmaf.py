@@ -192,11 +192,11 @@ def test_a_trimmed_rescaled_encode_is_scored_on_the_pipelines_pairs(tmp_path):
 
 
 def test_compare_scores_each_encode_like_score(pair, tmp_path):
-    from topiq_video import compare
+    from topiq_video import compare_encodes
 
     dist, ref = pair
     other = make_clip(tmp_path / "other.mkv", n_frames=40, crf=28)
-    result = compare(ref, [dist, other], metrics=("vmaf", "xpsnr_y"), offset=0)
+    result = compare_encodes(ref, [dist, other], metrics=("vmaf", "xpsnr_y"), offset=0)
     for path in (dist, other):
         oracle = ffmpeg_direct(path, ref, tmp_path)
         rows = result.frames[result.frames["encode"] == path.stem].sort_values("frame")

@@ -42,7 +42,7 @@ _LAZY = {
     "FrameScores": "topiq_video.pipeline.run",
     "ScoreResult": "topiq_video.result",
     "CompareResult": "topiq_video.result",
-    "compare": "topiq_video.compare",
+    "compare_encodes": "topiq_video.compare",
     "EncodeSpec": "topiq_video.compare",
     "Report": "topiq_video.result",
     "FrameSource": "topiq_video.video.source",
@@ -62,7 +62,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from topiq_video.agreement import disagreement
-    from topiq_video.compare import EncodeSpec, compare
+    from topiq_video.compare import EncodeSpec, compare_encodes
     from topiq_video.metrics import psnr_y, ssim_y
     from topiq_video.model import load_model
     from topiq_video.model.registry import get_checkpoint, list_checkpoints
@@ -98,7 +98,7 @@ __all__ = [
     "disagreement",
     "CompareResult",
     "EncodeSpec",
-    "compare",
+    "compare_encodes",
     "FrameSource",
     "OutputError",
     "Report",

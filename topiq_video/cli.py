@@ -684,7 +684,7 @@ def compare_cmd(
     full-reference model's features) is done once for every encode.
     """
     from topiq_video.compare import (
-        compare,
+        compare_encodes,
         default_compare_dir,
         encode_specs,
         load_manifest,
@@ -719,7 +719,7 @@ def compare_cmd(
     written = None
     with tqdm(unit="frame", desc="compare", disable=None, dynamic_ncols=True) as bar:
         try:
-            result = compare(
+            result = compare_encodes(
                 ref,
                 specs,
                 baseline=baseline,

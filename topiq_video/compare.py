@@ -1038,7 +1038,7 @@ def default_compare_dir(ref: str | os.PathLike[str]) -> Path:
     return DEFAULT_COMPARE_DIR / f"compare-{default_report_dir(ref).name}"
 
 
-def compare(
+def compare_encodes(
     ref: str | os.PathLike[str],
     encodes: Sequence[str | os.PathLike[str] | EncodeSpec],
     *,
