@@ -9,6 +9,7 @@ JPEGs. Test support only: nothing here is imported by the package.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -18,10 +19,13 @@ import pandas as pd
 import torch
 from torchvision.io import encode_jpeg
 
+from topiq_video.agreement import disagreement, metric_pair
 from topiq_video.pipeline.options import FrameSelection, ScoreOptions
 from topiq_video.result import (
+    Agreement,
     Alignment,
     DecodeSummary,
+    DisagreeFrame,
     FramesTable,
     GalleryEntry,
     InputInfo,
@@ -51,6 +55,7 @@ METRIC_INFO = {
     "ssim_y": MetricInfo("ssim_y", None, True, (0.0, 1.0), "SSIM of luma, as FFmpeg's ssim"),
     "topiq_fr": MetricInfo("topiq_fr", None, True, (0.0, 1.0), "TOPIQ full-reference score"),
     "topiq_nr": MetricInfo("topiq_nr", None, True, (0.0, 1.0), "TOPIQ no-reference score"),
+    "vmaf": MetricInfo("vmaf", "", True, (0.0, 100.0), "VMAF (libvmaf through FFmpeg)"),
 }
 # level, spread between scenes, frame noise, dip depth, clip range
 _SHAPES = {
@@ -58,14 +63,17 @@ _SHAPES = {
     "ssim_y": (0.96, 0.02, 0.004, 0.25, (0.0, 1.0)),
     "topiq_fr": (0.72, 0.06, 0.01, 0.4, (0.001, 1.0)),
     "topiq_nr": (0.62, 0.08, 0.012, 0.4, (0.001, 1.0)),
+    "vmaf": (92.0, 4.0, 1.5, 45.0, (0.0, 100.0)),
 }
+VMAF_METRICS = ("vmaf",)
 
 
 # ---------------------------------------------------------------------------- statistics
 
 
-def stats(values: np.ndarray, *, harmonic: bool) -> MetricStats:
-    """Statistics of finite values; non-finite ones counted."""
+def stats(values: np.ndarray, *, harmonic: bool, vmaf: bool = False) -> MetricStats:
+    """Statistics of finite values; non-finite ones counted. ``vmaf``: the harmonic mean on
+    VMAF's 0-100 scale (values above 0) and libvmaf's (harmonic mean of value + 1, minus 1)."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     counts = (
@@ -77,6 +85,10 @@ def stats(values: np.ndarray, *, harmonic: bool) -> MetricStats:
         return MetricStats(0, *([None] * 9), *counts)
     p1, p5, p10, median = (float(v) for v in np.percentile(finite, PERCENTILES))
     hmean = float(finite.size / np.sum(1.0 / finite)) if harmonic else None
+    shifted = None
+    if vmaf:
+        hmean = float(finite.size / np.sum(1.0 / finite)) if np.all(finite > 0) else None
+        shifted = float(finite.size / np.sum(1.0 / (finite + 1.0)) - 1.0)
     return MetricStats(
         int(finite.size),
         float(finite.mean()),
@@ -89,6 +101,7 @@ def stats(values: np.ndarray, *, harmonic: bool) -> MetricStats:
         float(finite.max()),
         float(finite.std()),
         *counts,
+        shifted_harmonic_mean=shifted,
     )
 
 
@@ -199,12 +212,18 @@ def make_result(
     interruption: Interruption | None = None,
     conversion: str = "equal rate",
     models: bool = True,
+    agreement: str | None = None,
+    pictures_note: str = "the input file is no longer there",
 ) -> ScoreResult:
     """A complete ScoreResult of ``n_frames`` scored rows (frames 0, every, 2*every, ...).
 
     ``values`` replaces generated metric columns (same length). ``gallery`` pictures per
     metric are taken among the worst frames at least GALLERY_SPACING_S apart, as the
     pipeline does, so adjacent worst frames are not all in the gallery.
+
+    ``agreement``: None for none; "pictures" for where TOPIQ and VMAF (or PSNR) disagree,
+    as :func:`topiq_video.agreement.disagreement` finds it on these rows, with a picture of
+    each frame it shows; "missing" for the same without pictures but ``pictures_note``.
     """
     rng = np.random.default_rng(seed)
     rows = np.arange(n_frames)
@@ -226,11 +245,16 @@ def make_result(
         data["scene_score"] = score
     for m in metrics:
         column = values.get(m) if values else None
-        data[m] = (
-            np.asarray(column, np.float64)
-            if column is not None
-            else make_values(m, scene, rng, dips=dips)
-        )
+        topiq = next((data[t] for t in ("topiq_fr", "topiq_nr") if t in data), None)
+        if column is not None:
+            data[m] = np.asarray(column, np.float64)
+        elif m in VMAF_METRICS and topiq is not None:
+            # Mostly TOPIQ's verdict on another scale, with its own noise and dips, so the
+            # two agree overall and part ways on a few frames.
+            own = make_values(m, scene, rng, dips=dips) - _SHAPES[m][0]
+            data[m] = np.clip(47.0 + 60.0 * np.asarray(topiq) + own, 0.0, 100.0)
+        else:
+            data[m] = make_values(m, scene, rng, dips=dips)
     frames = pd.DataFrame(data)
 
     harmonic = {}
@@ -251,10 +275,16 @@ def make_result(
                 start_time=float(time[a]),
                 end_time=(last_source_frame + 1) / fps,
                 frame_count=int(b - a),
-                stats={m: stats(part[m].to_numpy(), harmonic=harmonic[m]) for m in metrics},
+                stats={
+                    m: stats(part[m].to_numpy(), harmonic=harmonic[m], vmaf=m in VMAF_METRICS)
+                    for m in metrics
+                },
             )
         )
-    summary = {m: stats(frames[m].to_numpy(), harmonic=harmonic[m]) for m in metrics}
+    summary = {
+        m: stats(frames[m].to_numpy(), harmonic=harmonic[m], vmaf=m in VMAF_METRICS)
+        for m in metrics
+    }
     worst = {m: worst_frames(frames, m, worst_n) for m in metrics}
     worst_scenes = {
         m: tuple(
@@ -334,6 +364,17 @@ def make_result(
             width=1280,
             height=720,
         )
+    found = None
+    if agreement is not None:
+        pair = metric_pair(metrics)
+        assert pair is not None, f"no TOPIQ and other metric among {metrics}"
+        found = disagreement(frames, *pair, scenes)
+        if agreement == "pictures":
+            found = _with_pictures(found, images, full_reference)
+        elif agreement == "missing":
+            found = dataclasses.replace(found, pictures_note=pictures_note)
+        else:
+            raise ValueError(f"agreement must be None, 'pictures' or 'missing', not {agreement!r}")
     model_name = "topiq_fr" if full_reference else "topiq_nr"
     model_list = (
         (
@@ -383,8 +424,35 @@ def make_result(
         gallery=tuple(entries),
         frames=FramesTable("frames.parquet", n_frames, tuple(frames.columns)),
         credits=credits,
+        agreement=found,
     )
     return ScoreResult(report=report, frames=frames, images=images)
+
+
+def _with_pictures(found: Agreement, images: dict[str, bytes], full_reference: bool) -> Agreement:
+    """The agreement with a tiny picture of each frame it shows (added to ``images``)."""
+    palette = [(30, 30, 160), (160, 30, 160), (30, 160, 160)]
+
+    def named(f: DisagreeFrame) -> DisagreeFrame:
+        roles = ("dist", "ref", "diff") if full_reference else ("dist",)
+        names = {role: f"gallery/agree-{f.frame}-{role}.jpg" for role in roles}
+        for k, name in enumerate(names.values()):
+            images[name] = solid_jpeg(palette[(f.frame + k) % len(palette)])
+        return dataclasses.replace(
+            f,
+            dist_image=names["dist"],
+            ref_image=names.get("ref"),
+            diff_image=names.get("diff"),
+        )
+
+    return dataclasses.replace(
+        found,
+        frames=tuple(named(f) for f in found.frames),
+        scenes=tuple(
+            dataclasses.replace(s, frame=None if s.frame is None else named(s.frame))
+            for s in found.scenes
+        ),
+    )
 
 
 def _per_second(frames: pd.DataFrame, metrics: Sequence[str]) -> PerSecond:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -100,6 +100,31 @@ def test_render_refuses_what_is_not_a_report(tmp_path):
     assert result.exit_code == 1 and "Error:" in result.output and "schema" in result.output
 
 
+def _wait_until_idle(proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until ``proc`` has read all of its stdin and stopped using the CPU: it has
+    scored what came and waits for more (a fixed sleep fails on a loaded machine)."""
+    import fcntl
+    import termios
+
+    def cpu_ticks() -> int:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    deadline = time.monotonic() + timeout
+    buffered = array.array("i", [0])
+    last, still_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        fcntl.ioctl(proc.stdin.fileno(), termios.FIONREAD, buffered)
+        ticks = cpu_ticks()
+        if ticks != last or buffered[0] > 0:
+            last, still_since = ticks, time.monotonic()
+        elif time.monotonic() - still_since > 2.0:
+            return
+        time.sleep(0.25)
+    raise AssertionError("the run never went idle")
+
+
 def test_sigterm_writes_what_was_scored(tmp_path):
     """systemd, Docker and `timeout` send SIGTERM: the report is written, marked as
     terminated, and the exit status is 143."""
@@ -115,10 +140,9 @@ def test_sigterm_writes_what_was_scored(tmp_path):
         env=_clean_env(),
     )
     # The whole clip, then silence with the pipe left open: the run waits for more.
-    threading.Thread(
-        target=lambda: (proc.stdin.write(live.read_bytes()), proc.stdin.flush()), daemon=True
-    ).start()
-    time.sleep(8)
+    proc.stdin.write(live.read_bytes())
+    proc.stdin.flush()
+    _wait_until_idle(proc)
     proc.send_signal(signal.SIGTERM)
     try:
         _, stderr = proc.communicate(timeout=60)

@@ -16,7 +16,7 @@ from topiq_video.compare import (
     ComparePass,
     EncodeSpec,
     SharedFrames,
-    compare,
+    compare_encodes,
     encode_specs,
     load_manifest,
 )
@@ -41,7 +41,7 @@ def clips(tmp_path_factory):
 
 
 def test_the_better_encode_wins_every_scene(clips):
-    result = compare(clips["ref"], [clips["bad"], clips["good"]], metrics=LUMA)
+    result = compare_encodes(clips["ref"], [clips["bad"], clips["good"]], metrics=LUMA)
     assert result.report.baseline == "bad"
     assert [s.start_frame for s in result.report.scenes] == [0, 20, 41]
     (comparison,) = result.report.comparisons
@@ -56,7 +56,7 @@ def test_the_better_encode_wins_every_scene(clips):
 
 
 def test_identical_encodes_make_no_difference(clips):
-    result = compare(clips["ref"], [clips["good"], clips["good_again"]], metrics=LUMA)
+    result = compare_encodes(clips["ref"], [clips["good"], clips["good_again"]], metrics=LUMA)
     for metric in result.report.comparisons[0].metrics:
         assert metric.overall.mean == 0 and metric.overall.verdict == "no difference"
         assert metric.overall.low == metric.overall.high == 0
@@ -64,7 +64,7 @@ def test_identical_encodes_make_no_difference(clips):
 
 
 def test_a_trimmed_encode_still_aligns(clips):
-    result = compare(clips["ref"], [clips["good"], clips["trimmed"]], metrics="psnr_y")
+    result = compare_encodes(clips["ref"], [clips["good"], clips["trimmed"]], metrics="psnr_y")
     trimmed = result.report.encode("trimmed")
     assert trimmed.alignment.offset_frames == 4
     rows = result.frames[result.frames["encode"] == "trimmed"]
@@ -135,13 +135,13 @@ def test_shared_frames_keep_only_what_a_cursor_still_needs():
 
 def test_an_unreadable_encode_is_named_and_the_others_go_on(clips, tmp_path):
     broken = media.make_text_file(tmp_path / "broken.mp4")
-    result = compare(clips["ref"], [clips["good"], broken, clips["bad"]], metrics="psnr_y")
+    result = compare_encodes(clips["ref"], [clips["good"], broken, clips["bad"]], metrics="psnr_y")
     entry = result.report.encode("broken")
     assert entry.error and "broken.mp4" in entry.error and entry.frames_scored == 0
     assert result.report.encode("bad").frames_scored == 60
     assert any("broken" in w for w in result.report.warnings)
     with pytest.raises(InvalidInputError, match="No encode could be opened"):
-        compare(clips["ref"], [broken], metrics="psnr_y")
+        compare_encodes(clips["ref"], [broken], metrics="psnr_y")
 
 
 def test_manifest_gives_rd_points_and_bd_rates_equal_to_an_independent_computation(tmp_path, clips):
@@ -155,7 +155,7 @@ def test_manifest_gives_rd_points_and_bd_rates_equal_to_an_independent_computati
     (tmp_path / "encodes.csv").write_text("\n".join(lines) + "\n")
     specs = load_manifest(tmp_path / "encodes.csv")
     assert specs[0] == EncodeSpec(str(tmp_path / "full20.mkv"), "full@20", "full", 20.0)
-    result = compare(clips["ref"], specs, metrics="psnr_y", detect_scenes=False)
+    result = compare_encodes(clips["ref"], specs, metrics="psnr_y", detect_scenes=False)
     assert len(result.report.rd) == 8
     entry = next(e for e in result.report.bd if e.metric == "psnr_y" and e.stat == "mean")
     points = {p.label: p for p in result.report.rd}
@@ -175,7 +175,7 @@ def test_manifest_gives_rd_points_and_bd_rates_equal_to_an_independent_computati
 
 def test_compare_json_follows_its_generated_schema_and_loads_back(clips, tmp_path):
     assert shipped_schema("compare.schema.json") == compare_schema()
-    result = compare(clips["ref"], [clips["bad"], clips["good"]], metrics=LUMA, gallery=2)
+    result = compare_encodes(clips["ref"], [clips["bad"], clips["good"]], metrics=LUMA, gallery=2)
     saved = result.save(tmp_path)
     doc = json.loads(saved.json_path.read_text())
     jsonschema.validate(doc, shipped_schema("compare.schema.json"))

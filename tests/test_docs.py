@@ -46,3 +46,19 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_states_the_weights_terms():
     assert "non-commercial" in README and "IQA-PyTorch" in README
     assert "Big Buck Bunny" in README and "CC-BY 3.0" in README
+
+
+def test_public_names_resolve_after_their_modules_are_imported():
+    """Importing a submodule binds its name on the package; no public name may be shadowed
+    by a module that way (``topiq_video.compare`` once turned into the module)."""
+    import importlib
+    import types
+
+    import topiq_video
+
+    for module in sorted(set(topiq_video._LAZY.values())):
+        importlib.import_module(module)
+    for name in topiq_video.__all__:
+        value = getattr(topiq_video, name)
+        assert not isinstance(value, types.ModuleType), name
+    assert callable(topiq_video.compare_encodes)

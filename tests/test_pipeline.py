@@ -172,7 +172,8 @@ def test_expected_count_matches_selection(clips):
     ("kwargs", "match"),
     [
         ({"metrics": "psnr_y"}, "full-reference"),
-        ({"metrics": "vmaf"}, "Unknown metric"),
+        ({"metrics": "vmaf_v2"}, "Unknown metric"),
+        ({"metrics": "vmaf"}, "full-reference"),
         ({"model": "topiq_fr"}, "full-reference"),
         ({"metrics": "psnr_y", "every": 0}, "every must be"),
     ],

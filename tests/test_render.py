@@ -3,6 +3,7 @@ small at any length, the links and numbers it shows, and rendering in headless C
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import math
@@ -14,9 +15,11 @@ from pathlib import PurePosixPath
 import numpy as np
 import pytest
 from browser import Browser, browser_available
+from scipy import stats as scipy_stats
 from synthetic import make_result
 
 from topiq_video.report.figures import (
+    AGREE_FAR_POINTS,
     ECDF_MAX_POINTS,
     ECDF_TAIL_POINTS,
     EXACT_MAX_POINTS,
@@ -26,14 +29,23 @@ from topiq_video.report.figures import (
     ecdf_ranks,
     envelope_rows,
 )
-from topiq_video.report.render import fmt_num, fmt_time, render_html, script_json, write_html
-from topiq_video.result import Interruption, ScoreResult
+from topiq_video.report.render import (
+    SHIFTED_LABEL,
+    fmt_num,
+    fmt_time,
+    render_html,
+    script_json,
+    write_html,
+)
+from topiq_video.result import DIFF_GAIN, Interruption, ScoreResult
 
 EVIL_PATH = "/videos/<script>alert(1)</script>.mp4"
 EVIL_TITLE = "</title><script>alert(1)</script><title>"
 EVIL_WARNING = "<img src=x onerror=alert(2)> & friends"
 EVIL_TAG_KEY = "comment\"'><svg onload=alert(3)>"
 EVIL_CREDITS = "Video: </pre><script>alert(5)</script> (c) someone"
+EVIL_NOTE = "<img src=x onerror=alert(6)> could not be sought & so on"
+AGREE_METRICS = ("topiq_fr", "psnr_y", "ssim_y", "vmaf")
 URL_ATTRS = frozenset({"src", "href", "action", "poster", "srcset", "data", "formaction"})
 FEATURE_FILM = {"frames": 172_800, "fps": 24.0, "scenes": 1_500, "max_mb": 20.0}
 
@@ -122,6 +134,28 @@ def card(markup: str, metric: str) -> tuple[str, str]:
     num = re.search(r'<span class="num">(.*?)</span>', found.group(0))
     assert num is not None
     return Page(num.group(1)).text, block.text
+
+
+def section(markup: str, section_id: str) -> str:
+    """The markup of a page's <section> with this id."""
+    start = markup.index(f'<section id="{section_id}">')
+    return markup[start : markup.index("</section>", start)]
+
+
+def ranks_of(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's share of the frames it beats under two metrics (mean rank for ties),
+    over the frames with a value on both: computed here with scipy, apart from the package."""
+    both = ~np.isnan(a) & ~np.isnan(b)
+    pa, pb = np.full(a.size, np.nan), np.full(b.size, np.nan)
+    pa[both] = (scipy_stats.rankdata(a[both]) - 0.5) / both.sum()
+    pb[both] = (scipy_stats.rankdata(b[both]) - 0.5) / both.sum()
+    return pa, pb
+
+
+@pytest.fixture(scope="module")
+def agreeing() -> tuple[ScoreResult, str]:
+    result = make_result(metrics=AGREE_METRICS, agreement="pictures", dist_path=EVIL_PATH)
+    return result, render_html(result)
 
 
 @pytest.fixture(scope="module")
@@ -406,6 +440,201 @@ def test_missing_picture_is_said_not_linked():
     assert len(srcs) == len(images)
 
 
+# ---------------------------------------------------------------------------- VMAF, agreement
+
+
+def test_vmaf_shows_both_harmonic_means(agreeing):
+    result, markup = agreeing
+    s = result.report.summary["vmaf"]
+    values = result.frames["vmaf"].to_numpy()
+    # libvmaf's pooling, recomputed: the harmonic mean of value + 1, minus 1.
+    assert s.shifted_harmonic_mean == pytest.approx(values.size / np.sum(1 / (values + 1)) - 1)
+    number, text = card(markup, "vmaf")
+    assert number == fmt_num(s.mean)
+    assert f"harmonic mean {fmt_num(s.harmonic_mean)}" in text
+    assert f"{SHIFTED_LABEL} {fmt_num(s.shifted_harmonic_mean)}" in text
+    for other in ("psnr_y", "ssim_y", "topiq_fr"):
+        assert SHIFTED_LABEL not in card(markup, other)[1]
+    notes = re.findall(r'<p class="note shifted-note">(.*?)</p>', markup, re.S)
+    assert len(notes) == 1
+    note = Page(notes[0]).text
+    assert note.startswith("vmaf: Two harmonic means of VMAF: ours is taken on VMAF's own 0–100")
+    expected = (
+        f"Here: mean {fmt_num(s.mean)}, harmonic mean {fmt_num(s.harmonic_mean)}, libvmaf's "
+        f"{fmt_num(s.shifted_harmonic_mean)}."
+    )
+    assert note.endswith(expected)
+    # A 0-100 metric reads like the others: its own timeline row and histogram, exact.
+    figures = figures_of(markup)
+    line = next(t for t in figures["fig-timeline"]["data"] if t["name"] == "vmaf")
+    assert line["y"] == values.tolist()
+    bars, ecdf = figures[f"fig-dist-{AGREE_METRICS.index('vmaf')}"]["data"]
+    assert bars["customdata"][0][0] == values.min() and bars["customdata"][-1][1] == values.max()
+    assert ecdf["x"] == np.sort(values).tolist()
+
+
+def test_agreement_section_shows_the_result(agreeing):
+    result, markup = agreeing
+    a = result.report.agreement
+    assert (a.metric, a.other) == ("topiq_fr", "vmaf") and a.frames and a.scenes
+    page = Page(markup)
+    assert "#agreement" in page.links() and "agreement" in page.ids
+    block = section(markup, "agreement")
+    text = Page(block).text
+    frames = result.frames
+    rho = scipy_stats.spearmanr(frames["topiq_fr"], frames["vmaf"])[0]
+    r = scipy_stats.pearsonr(frames["topiq_fr"], frames["vmaf"])[0]
+    assert (a.spearman, a.pearson) == (pytest.approx(rho), pytest.approx(r))
+    assert (
+        f"Over {len(frames)} frames, topiq_fr and vmaf correlate with Spearman's ρ = "
+        f"{a.spearman:.3f} (how alike they rank the frames) and Pearson's r = {a.pearson:.3f}"
+    ) in text
+    assert a.scenes_compared == len(result.report.scenes) >= 3
+    assert (
+        f"Over the mean scores of {a.scenes_compared} scenes, Spearman's ρ = "
+        f"{a.scene_spearman:.3f}."
+    ) in text
+    assert "VMAF was not computed" not in text
+
+    # The frames, in the result's order (furthest apart first), with both values and ranks.
+    pa, pb = ranks_of(frames["topiq_fr"].to_numpy(), frames["vmaf"].to_numpy())
+    rows = re.findall(r'<tr data-frame="(\d+)">(.*?)</tr>', block, re.S)
+    assert [int(f) for f, _ in rows] == [f.frame for f in a.frames]
+    gaps = [abs(f.gap) for f in a.frames]
+    assert gaps == sorted(gaps, reverse=True)
+    for k, ((_, row), f) in enumerate(zip(rows, a.frames, strict=True), 1):
+        i = int(np.flatnonzero(frames["frame"].to_numpy() == f.frame)[0])
+        assert (f.percentile, f.other_percentile) == (pytest.approx(pa[i]), pytest.approx(pb[i]))
+        cells = [Page(c).text for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+        favoured = "topiq_fr" if pa[i] > pb[i] else "vmaf"
+        assert cells == [
+            str(k),
+            fmt_time(f.time),
+            f"{f.frame} reference frame {f.ref_frame}",
+            fmt_num(frames["topiq_fr"].iat[i]),
+            f"{pa[i] * 100:.1f} %",
+            fmt_num(frames["vmaf"].iat[i]),
+            f"{pb[i] * 100:.1f} %",
+            f"{favoured} by {abs(pa[i] - pb[i]) * 100:.0f} points",
+            f"scene {frames['scene'].iat[i]}",
+        ]
+
+    # Scenes ranked furthest apart: ranks of their means, and a link that shows the scene.
+    scenes = {s.index: s for s in result.report.scenes}
+    rows = re.findall(r'<tr data-scene="(\d+)">(.*?)</tr>', block, re.S)
+    assert [int(i) for i, _ in rows] == [s.scene for s in a.scenes]
+    means = {
+        m: np.array([scenes[i].stats[m].mean for i in sorted(scenes)]) for m in ("topiq_fr", "vmaf")
+    }
+    for (_, row), s in zip(rows, a.scenes, strict=True):
+        rank = int(scipy_stats.rankdata(means["topiq_fr"], method="min")[s.scene])
+        other_rank = int(scipy_stats.rankdata(means["vmaf"], method="min")[s.scene])
+        text = Page(row).text
+        n = a.scenes_compared
+        assert (
+            f"{fmt_num(s.mean)} {rank} of {n} {fmt_num(s.other_mean)} {other_rank} of {n}" in text
+        )
+        link = re.search(r'<a href="#timeline" class="zoom" data-zoom="fig-timeline"([^>]*)>', row)
+        x0, x1 = (float(v) for v in re.findall(r'data-x[01]="([^"]+)"', link.group(1)))
+        assert x0 < scenes[s.scene].start_time < scenes[s.scene].end_time < x1
+        assert f'href="#agree-{s.frame.frame}"' in row
+
+    # Every frame shown once, with its pictures as the gallery shows them.
+    cards = dict(re.findall(r'<article class="card shot agree-shot" id="([^"]+)">(.*?)</article>',
+                            block, re.S))  # fmt: skip
+    shown = {f.frame: f for f in [*a.frames, *(s.frame for s in a.scenes)]}
+    assert set(cards) == {f"agree-{n}" for n in shown}
+    for n, f in shown.items():
+        card_page = Page(cards[f"agree-{n}"])
+        sources = [t[1]["src"] for t in card_page.tags if t[0] == "img"]
+        uri = "data:image/jpeg;base64,"
+        assert sources == [
+            uri + base64.b64encode(result.images[name]).decode()
+            for name in (f.ref_image, f.dist_image, f.diff_image)
+        ]
+        captions = [Page(c).text for c in re.findall(r"<figcaption>(.*?)</figcaption>",
+                                                      cards[f"agree-{n}"])]  # fmt: skip
+        assert captions == [
+            f"reference · frame {f.ref_frame}",
+            f"encode · frame {f.frame}",
+            f"difference × {DIFF_GAIN}",
+        ]
+    assert all(t[1:] in page.ids for t in Page(block).links())
+    assert "Difference images: |encode − reference|" in Page(block).text
+
+
+def test_agreement_plot_places_every_frame_by_rank(agreeing):
+    result, markup = agreeing
+    a = result.report.agreement
+    frames = result.frames
+    pa, pb = ranks_of(frames["topiq_fr"].to_numpy(), frames["vmaf"].to_numpy())
+    fig = figures_of(markup)["fig-agree"]
+    every, listed, *rest = fig["data"]
+    assert len(frames) <= EXACT_MAX_POINTS  # all drawn, none decimated
+    assert [c[0] for c in every["customdata"]] == frames["frame"].tolist()
+    assert every["x"] == pytest.approx((pb * 100).tolist(), abs=1e-3)
+    assert every["y"] == pytest.approx((pa * 100).tolist(), abs=1e-3)
+    assert listed["text"] == [str(k) for k in range(1, len(a.frames) + 1)]
+    at = {c[0]: (x, y) for c, x, y in zip(every["customdata"], every["x"], every["y"], strict=True)}
+    for c, x, y in zip(listed["customdata"], listed["x"], listed["y"], strict=True):
+        assert (x, y) == pytest.approx(at[c[0]], abs=1e-3)  # ringed where the frame is drawn
+    listed_frames = {f.frame for f in a.frames}
+    scene_frames = [s.frame.frame for s in a.scenes if s.frame.frame not in listed_frames]
+    assert [c[0] for t in rest for c in t["customdata"]] == scene_frames
+    assert "topiq_fr: % of frames it beats" in fig["layout"]["yaxis"]["title"]["text"]
+
+
+def test_agreement_without_pictures_says_why():
+    result = make_result(metrics=AGREE_METRICS, agreement="missing", pictures_note=EVIL_NOTE)
+    markup = render_html(result)
+    block = section(markup, "agreement")
+    page = Page(block)
+    assert f"No pictures of these frames: {EVIL_NOTE}." in page.text
+    assert not [t for t, _ in page.tags if t == "img"] and "picture not available" not in block
+    assert len(re.findall(r'class="card shot agree-shot"', block)) == len(
+        {f.frame for f in [*result.report.agreement.frames]}
+        | {s.frame.frame for s in result.report.agreement.scenes}
+    )
+    whole = Page(markup)
+    assert [a.get("type") for a, _ in whole.scripts] == ["application/json", None, None]
+    assert not [(t, a) for t, a in whole.tags if any(k.startswith("on") for k in a)]
+
+    # One picture named but gone from the folder: said, not linked.
+    pictured = make_result(metrics=AGREE_METRICS, agreement="pictures")
+    gone = pictured.report.agreement.frames[0].dist_image
+    images = {k: v for k, v in pictured.images.items() if k != gone}
+    block = section(render_html(ScoreResult(pictured.report, pictured.frames, images)), "agreement")
+    assert f"picture not available ({gone})" in Page(block).text
+
+
+def test_agreement_left_out_or_against_psnr():
+    plain = Page(render_html(make_result(metrics=AGREE_METRICS)))
+    assert "agreement" not in plain.ids and "#agreement" not in plain.links()
+    assert "fig-agree" not in plain.figures()
+
+    result = make_result(metrics=AGREE_METRICS, agreement="pictures")
+    empty = dataclasses.replace(
+        result.report.agreement, frames_compared=0, frames=(), scenes=(), spearman=None
+    )
+    report = dataclasses.replace(result.report, agreement=empty)
+    page = Page(render_html(ScoreResult(report, result.frames, result.images)))
+    assert "agreement" not in page.ids and "#agreement" not in page.links()
+
+    psnr = make_result(metrics=("topiq_fr", "psnr_y", "ssim_y"), agreement="pictures")
+    text = Page(section(render_html(psnr), "agreement")).text
+    assert psnr.report.agreement.other == "psnr_y"
+    assert "VMAF was not computed in this run, so topiq_fr is held against psnr_y." in text
+
+
+def test_saved_agreement_renders_the_same(agreeing, tmp_path):
+    result, markup = agreeing
+    result.save(tmp_path / "report")
+    loaded = ScoreResult.load(tmp_path / "report")
+    assert loaded.report.agreement == result.report.agreement
+    assert set(result.report.agreement.images()) <= set(loaded.images)
+    assert render_html(loaded) == markup
+
+
 # ---------------------------------------------------------------------------- in a browser
 
 needs_browser = pytest.mark.skipif(
@@ -450,6 +679,42 @@ def test_report_renders_in_headless_chromium(evil, tmp_path):
         assert all(u.startswith(("file://", "data:")) for u in browser.log.requests)
 
 
+@pytest.mark.browser
+@needs_browser
+def test_agreement_renders_in_headless_chromium(agreeing, tmp_path):
+    result, markup = agreeing
+    path = tmp_path / "report.html"
+    path.write_text(markup, "utf-8")
+    figures = figures_of(markup)
+    with Browser(width=1280, height=900) as browser:
+        browser.open(path)
+        state = browser.wait_for("document.documentElement.getAttribute('data-rendered')")
+        assert state == "true", browser.log.errors
+        assert browser.evaluate("document.querySelectorAll('.js-plotly-plot').length") == len(
+            figures
+        )
+        drawn = browser.evaluate(
+            "Array.from(document.querySelectorAll('#fig-agree .scatterlayer .trace'))"
+            ".map(t => t.querySelectorAll('path.point').length)"
+        )
+        assert drawn == [len(t["x"]) for t in figures["fig-agree"]["data"]]
+        assert browser.evaluate("document.images.length") == len(result.images)
+        assert browser.evaluate(
+            "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+        )
+        # A scene of the disagreement table shows itself in the timeline.
+        zoom = browser.evaluate(
+            "(() => {const a = document.querySelector('#agreement table.agree-scenes a.zoom');"
+            "a.click(); return [parseFloat(a.dataset.x0), parseFloat(a.dataset.x1)];})()"
+        )
+        browser.wait_for(
+            "(() => {const r = document.getElementById('fig-timeline').layout.xaxis.range;"
+            f"return Math.abs(r[0] - {zoom[0]}) < 1e-9 && Math.abs(r[1] - {zoom[1]}) < 1e-9;}})()"
+        )
+        assert browser.log.errors == [] and browser.log.dialogs == []
+        assert all(u.startswith(("file://", "data:")) for u in browser.log.requests)
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 @needs_browser
@@ -457,11 +722,12 @@ def test_feature_film_page(tmp_path, record_property, capsys):
     n = FEATURE_FILM["frames"]
     result = make_result(
         n,
-        metrics=("topiq_fr", "psnr_y", "ssim_y"),
+        metrics=AGREE_METRICS,
         n_scenes=FEATURE_FILM["scenes"],
         fps=FEATURE_FILM["fps"],
         dips=60,
         gallery=4,
+        agreement="pictures",
     )
     started = time.perf_counter()
     path = write_html(result, tmp_path / "report.html")
@@ -495,10 +761,19 @@ def test_feature_film_page(tmp_path, record_property, capsys):
         drawn_frames = set(line["customdata"])
         assert all(int(result.frames["frame"].iat[r]) in drawn_frames for r in lows)
         assert line["x"][0] == times[0] and line["x"][-1] == times[-1]
-    for i in range(3):
+    for i in range(len(AGREE_METRICS)):
         bars, ecdf = figures[f"fig-dist-{i}"]["data"]
         assert len(bars["x"]) <= HISTOGRAM_BINS and len(ecdf["x"]) <= ECDF_MAX_POINTS
     assert "Decimated:" in markup
+    # The agreement plot: at most EXACT_MAX_POINTS frames, the furthest apart all among them.
+    every, listed, *_ = figures["fig-agree"]["data"]
+    assert len(every["x"]) == EXACT_MAX_POINTS
+    pa, pb = ranks_of(result.frames["topiq_fr"].to_numpy(), result.frames["vmaf"].to_numpy())
+    gap = np.abs(pa - pb)
+    far = result.frames["frame"].to_numpy()[np.argsort(-gap, kind="stable")[:AGREE_FAR_POINTS]]
+    drawn = {c[0] for c in every["customdata"]}
+    assert set(far.tolist()) <= drawn and {c[0] for c in listed["customdata"]} <= drawn
+    assert f"Decimated: {EXACT_MAX_POINTS:,} of the {n:,} frames are drawn" in markup
 
     with Browser(width=1280, height=900, timeout=90) as browser:
         browser.open(path)
@@ -506,7 +781,7 @@ def test_feature_film_page(tmp_path, record_property, capsys):
             "document.documentElement.getAttribute('data-rendered')", timeout=90
         )
         assert state == "true", browser.log.errors
-        assert browser.evaluate("document.querySelectorAll('.js-plotly-plot').length") == 5
+        assert browser.evaluate("document.querySelectorAll('.js-plotly-plot').length") == 7
         rows = browser.evaluate("document.querySelectorAll('table.scenes tbody tr').length")
         assert rows == FEATURE_FILM["scenes"]
         assert browser.log.errors == [] and browser.log.dialogs == []

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from topiq_video.errors import (
     AlignmentError,
+    DependencyError,
     InvalidInputError,
     OutputError,
     ScoringInterrupted,
@@ -41,7 +42,7 @@ _LAZY = {
     "FrameScores": "topiq_video.pipeline.run",
     "ScoreResult": "topiq_video.result",
     "CompareResult": "topiq_video.result",
-    "compare": "topiq_video.compare",
+    "compare_encodes": "topiq_video.compare",
     "EncodeSpec": "topiq_video.compare",
     "Report": "topiq_video.result",
     "FrameSource": "topiq_video.video.source",
@@ -54,10 +55,14 @@ _LAZY = {
     "pool": "topiq_video.pooling",
     "StreamingSummary": "topiq_video.pooling",
     "RollingStats": "topiq_video.pooling",
+    "Agreement": "topiq_video.result",
+    "disagreement": "topiq_video.agreement",
+    "FFmpegMetrics": "topiq_video.vmaf",
 }
 
 if TYPE_CHECKING:
-    from topiq_video.compare import EncodeSpec, compare
+    from topiq_video.agreement import disagreement
+    from topiq_video.compare import EncodeSpec, compare_encodes
     from topiq_video.metrics import psnr_y, ssim_y
     from topiq_video.model import load_model
     from topiq_video.model.registry import get_checkpoint, list_checkpoints
@@ -66,11 +71,12 @@ if TYPE_CHECKING:
     from topiq_video.pipeline.run import FrameScores, ScoringRun
     from topiq_video.pooling import RollingStats, StreamingSummary, pool
     from topiq_video.report.build import build_report, render_report
-    from topiq_video.result import CompareResult, Report, ScoreResult
+    from topiq_video.result import Agreement, CompareResult, Report, ScoreResult
     from topiq_video.scoring import TopiqModel
     from topiq_video.video.probe import probe
     from topiq_video.video.reader import open_video
     from topiq_video.video.source import FrameSource
+    from topiq_video.vmaf import FFmpegMetrics
 
 
 def __getattr__(name: str) -> Any:
@@ -85,10 +91,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Agreement",
     "AlignmentError",
+    "DependencyError",
+    "FFmpegMetrics",
+    "disagreement",
     "CompareResult",
     "EncodeSpec",
-    "compare",
+    "compare_encodes",
     "FrameSource",
     "OutputError",
     "Report",

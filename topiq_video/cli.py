@@ -57,8 +57,10 @@ from topiq_video.pipeline.options import (
     DEFAULT_SCALE_TO,
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_TIMEOUT,
+    DEFAULT_VMAF_MODEL,
     DEFAULT_WORST_N,
     PRECISIONS,
+    VMAF_MODEL_NAMES,
     FrameSelection,
     ScoreOptions,
 )
@@ -265,8 +267,16 @@ def scoring_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--metrics",
             default=None,
             help="Comma-separated metrics: TOPIQ checkpoint names ('topiq' = --model), "
-            "psnr_y, ssim_y. Default: the model, plus psnr_y,ssim_y with --ref. "
-            "A list without a TOPIQ model needs no weights.",
+            "psnr_y, ssim_y, and with the vmaf extra vmaf, vmaf_neg, xpsnr_y. Default: the "
+            "model, plus psnr_y,ssim_y with --ref. A list without a TOPIQ model needs no "
+            "weights.",
+        ),
+        click.option(
+            "--vmaf-model",
+            type=click.Choice(VMAF_MODEL_NAMES),
+            default=DEFAULT_VMAF_MODEL,
+            show_default=True,
+            help="libvmaf's built-in model for the vmaf metric (4k, phone, or NEG).",
         ),
         click.option("--weights", type=click.Path(dir_okay=False), help="Local checkpoint file."),
         click.option(
@@ -363,6 +373,7 @@ def _score_options(kwargs: dict[str, Any], **extra: Any) -> ScoreOptions:
         selection=selection,
         timeout=kwargs["timeout"],
         max_pixels=kwargs["max_pixels"],
+        vmaf_model=kwargs["vmaf_model"],
         **extra,
     )
 
@@ -571,9 +582,10 @@ def report_cmd(
     help="Folder for the page (and a copy of its data). Default: beside REPORT_JSON.",
 )
 def render_cmd(report_json: str, output_dir: str | None) -> None:
-    """Render report.html again from a saved report.json (no videos needed).
+    """Render report.html (or compare.html) again from a saved report.json (or
+    compare.json); no videos needed.
 
-    REPORT_JSON is a report.json or the report folder holding it; the files it names
+    REPORT_JSON is the JSON file or the folder holding it; the files it names
     (frames.parquet, gallery/) must sit beside it.
     """
     from topiq_video.report.build import render_report
@@ -856,7 +868,7 @@ def compare_cmd(
     full-reference model's features) is done once for every encode.
     """
     from topiq_video.compare import (
-        compare,
+        compare_encodes,
         default_compare_dir,
         encode_specs,
         load_manifest,
@@ -891,7 +903,7 @@ def compare_cmd(
     written = None
     with tqdm(unit="frame", desc="compare", disable=None, dynamic_ncols=True) as bar:
         try:
-            result = compare(
+            result = compare_encodes(
                 ref,
                 specs,
                 baseline=baseline,
@@ -954,6 +966,8 @@ def _echo_compare_summary(result: Any) -> None:
         value = entry.bd_rate.value
         text = f"{value:+.2f} %" if value is not None else f"n/a ({entry.bd_rate.reason})"
         click.echo(f"BD-rate {entry.encoder} vs {entry.baseline} on {entry.metric}: {text}")
+    for label, agreement in report.agreements.items():
+        _echo_agreement(agreement, label=f"{label}: ")
 
 
 # ---------------------------------------------------------------------------- monitor
@@ -1121,8 +1135,12 @@ def _echo_summary(result: ScoreResult, *, err: bool = False) -> None:
                 )
             if pairing.conversion not in ("unknown", "equal rate"):
                 click.echo(f"Frame-rate conversion found: {pairing.conversion}", err=err)
-    header = ("METRIC", "MEAN", "POOLED", "HARMONIC", "P1", "P5", "MIN", "WORST SCENE")
-    rows = [header]
+    shifted = any(s.shifted_harmonic_mean is not None for s in report.summary.values())
+    header = (
+        "METRIC", "MEAN", "POOLED", "HARMONIC", *(("VMAF HM",) if shifted else ()),
+        "P1", "P5", "MIN", "WORST SCENE",
+    )  # fmt: skip
+    rows: list[tuple[str, ...]] = [header]
     for name in report.metric_names:
         stats = report.summary[name]
         worst_scene = report.worst_scenes.get(name) or ()
@@ -1137,6 +1155,7 @@ def _echo_summary(result: ScoreResult, *, err: bool = False) -> None:
                 mean,
                 pooled,
                 _fmt(stats.harmonic_mean),
+                *((_fmt(stats.shifted_harmonic_mean),) if shifted else ()),
                 _fmt(stats.p1),
                 _fmt(stats.p5),
                 _fmt(stats.min),
@@ -1144,6 +1163,26 @@ def _echo_summary(result: ScoreResult, *, err: bool = False) -> None:
             )
         )
     _echo_table(rows, err=err)
+    if shifted:
+        click.echo("VMAF HM: libvmaf's harmonic mean (of value + 1, minus 1).", err=err)
+    if report.agreement is not None:
+        _echo_agreement(report.agreement, err=err)
+
+
+def _echo_agreement(agreement: Any, *, err: bool = False, label: str = "") -> None:
+    """One line on how TOPIQ and the other metric agree, and where they disagree most."""
+    parts = [
+        f"{label}{agreement.metric} vs {agreement.other}: Spearman {_fmt(agreement.spearman)}, "
+        f"Pearson {_fmt(agreement.pearson)} over {agreement.frames_compared} frames"
+    ]
+    if agreement.frames:
+        first = agreement.frames[0]
+        better = agreement.metric if first.gap > 0 else agreement.other
+        parts.append(
+            f"furthest apart at {first.time:.3f} s (frame {first.frame}: "
+            f"{better} ranks it {abs(first.gap) * 100:.0f} percentile points higher)"
+        )
+    click.echo("; ".join(parts), err=err)
 
 
 def _all_nonfinite(stats: Any) -> str:

@@ -29,7 +29,7 @@ import torch
 
 from topiq_video.errors import AlignmentError, InvalidInputError, TopiqVideoError
 from topiq_video.files import describe_os_error, display_text
-from topiq_video.metrics import METRICS, compute_metric
+from topiq_video.metrics import FFMPEG_METRICS, METRICS, compute_metric
 from topiq_video.pipeline.capture import WorstFrameCapture
 from topiq_video.pipeline.options import DEFAULT_COMPARE_GALLERY, ScoreOptions
 from topiq_video.pipeline.run import (
@@ -38,6 +38,7 @@ from topiq_video.pipeline.run import (
     _resize_luma,
     _resize_rgb,
     compare_streams,
+    ffmpeg_metrics,
     load_models,
     parse_scale_to,
     resolve_metrics,
@@ -193,6 +194,7 @@ class _Encode:
     error: str | None = None
     rows: Any = None  # RowColumns: the rows, 8 bytes a value
     warnings: list[str] | None = None
+    ffmpeg: Any = None  # FFmpegMetrics: this encode's VMAF/XPSNR process
 
 
 class ComparePass:
@@ -242,6 +244,7 @@ class ComparePass:
         if sel.start:
             lead = opts.max_offset if opts.offset == "auto" else -float(opts.offset)
             ref_start = max(0.0, sel.start - lead - 1.0) or None
+        self.ref_path = str(ref)
         self.source = open_source(
             str(ref),
             start=ref_start,
@@ -270,6 +273,9 @@ class ComparePass:
                     "No encode could be opened: "
                     + "; ".join(f"{e.spec.label}: {e.error}" for e in self.encodes)
                 )
+            for entry in self.encodes:
+                if entry.source is not None:
+                    entry.ffmpeg = ffmpeg_metrics(self.metrics, opts, entry.source.info)
             self.models = load_models(self.metrics, opts, has_ref=True, given=models)
         except BaseException:
             self.close()
@@ -282,10 +288,38 @@ class ComparePass:
         }
 
     def close(self) -> None:
+        """Close every source and stop every FFmpeg process (idempotent)."""
+        self._close_sources()
+        for entry in self.encodes:
+            if entry.ffmpeg is not None:
+                entry.ffmpeg.close()
+
+    def _close_sources(self) -> None:
         self.source.close()
         for entry in self.encodes:
             if entry.source is not None:
                 entry.source.close()
+
+    def _finish_ffmpeg(self, stopped: bool) -> None:
+        """Join each encode's VMAF/XPSNR to its rows. FFmpeg failing for one encode is that
+        encode's error (its other metrics stay); after a stop it is only a warning."""
+        from topiq_video.vmaf import FFmpegMetricError
+
+        for entry in self.encodes:
+            if entry.ffmpeg is None:
+                continue
+            try:
+                values = entry.ffmpeg.finish(stopped=stopped)
+            except FFmpegMetricError as exc:
+                message = f"{', '.join(entry.ffmpeg.metrics)} are missing: {exc}"
+                if stopped:
+                    entry.warnings.append(message)
+                else:
+                    entry.error = entry.error or message
+                logger.error("Encode %s: %s", entry.spec.label, message)
+                continue
+            for name, column in values.items():
+                entry.rows.fill(name, column)
 
     @property
     def content_scores(self) -> Mapping[int, float]:
@@ -328,7 +362,9 @@ class ComparePass:
 
     # -- the pass ----------------------------------------------------------------------
     def run(self) -> Iterator[tuple[str, FrameScores]]:
-        """Score every encode; yields (label, row) as rows are made."""
+        """Score every encode; yields (label, row) as rows are made (VMAF and XPSNR, known
+        only when FFmpeg ends, are NaN there and filled in the rows kept)."""
+        stopped = True
         try:
             self._align()
             shared = SharedFrames(self.source.frames())
@@ -375,10 +411,15 @@ class ComparePass:
                     if len(taken) >= room:
                         entry.done = True  # max_frames counts scored rows
                 yield from self._score_window(window)
+            stopped = False
         finally:
-            self.close()
+            self._close_sources()
             if self.scenes is not None:
                 self.cuts = self.scenes.finish()
+            try:
+                self._finish_ffmpeg(stopped)
+            finally:
+                self.close()
 
     def _peek(self, entry: _Encode) -> None:
         if entry.peeked is not None or entry.done:
@@ -432,7 +473,7 @@ class ComparePass:
         ref_rgb = _resize_rgb(native, target)
         ref_color = ref_frames[0].color
         ref_luma = None
-        if any(m in METRICS for m in self.metrics):
+        if any(m in METRICS or m in FFMPEG_METRICS for m in self.metrics):
             depth = ref_color.bit_depth
             ref_luma = _resize_luma(frames_to_luma(ref_frames, self.device), target, depth, depth)
         features = {}
@@ -447,7 +488,7 @@ class ComparePass:
             entry = next(e for e in self.encodes if e.spec.label == label)
             for chunk in _split_layouts(window[label]):
                 rows, dist_rgb = self._score_encode(
-                    chunk, position, ref_rgb, ref_luma, ref_color, features, target
+                    entry, chunk, position, ref_rgb, ref_luma, ref_color, features, target
                 )
                 if label == self.baseline:
                     for i, row in enumerate(rows):
@@ -462,6 +503,7 @@ class ComparePass:
 
     def _score_encode(
         self,
+        entry: _Encode,
         pairs: Sequence[tuple[VideoFrame, VideoFrame]],
         position: Mapping[int, int],
         ref_rgb: torch.Tensor,
@@ -492,6 +534,11 @@ class ComparePass:
             ref_y = ref_luma.index_select(0, rows_idx.to(ref_luma.device))
             for name in (m for m in self.metrics if m in METRICS):
                 columns[name] = compute_metric(name, dist_y, ref_y, depth).double().cpu().numpy()
+            if entry.ffmpeg is not None:
+                entry.ffmpeg.feed(dist_y, ref_y, depth)
+        for name in self.metrics:
+            if name in FFMPEG_METRICS:
+                columns[name] = np.full(len(pairs), math.nan)  # filled when FFmpeg ends
         content = self.content_scores
         rows = [
             FrameScores(
@@ -524,6 +571,8 @@ class ComparePass:
         baseline = torch.stack([base[int(rows[i].ref_frame)][0] for i in common])
         source = ref_rgb[[position[int(rows[i].ref_frame)] for i in common]]
         for metric in self.metrics:
+            if metric in FFMPEG_METRICS:
+                continue  # known only when FFmpeg ends
             gaps = []
             for i in common:
                 a = base[int(rows[i].ref_frame)][1][metric]
@@ -738,6 +787,8 @@ def build_compare_result(
     bd = _bd_entries(encodes, base, metrics, bd_rate, bd_metric, BDEntry)
 
     gallery, images = _compare_gallery(compare_pass, tables, scene_of, CompareGalleryEntry)
+    agreements, agreement_images = _agreements(compare_pass, tables, encodes)
+    images = {**images, **agreement_images}
     source_info = compare_pass.source.info
     warnings = []
     for e in encodes:
@@ -754,7 +805,7 @@ def build_compare_result(
         ),
         source=input_info(source_info, compare_pass.source.stats),
         models=tuple(model_info(m) for m in compare_pass.models.values()),
-        metrics=tuple(metric_info(m) for m in metrics),
+        metrics=tuple(metric_info(m, compare_pass.options) for m in metrics),
         baseline=base,
         encodes=tuple(encodes),
         scene_source=(
@@ -774,8 +825,56 @@ def build_compare_result(
         warnings=tuple(dict.fromkeys(warnings)),
         interruption=interruption,
         frames=FramesTable(file=FRAMES_FILE, count=len(long), columns=tuple(long.columns)),
+        agreements=agreements,
     )
     return CompareResult(report=report, frames=long, images=images)
+
+
+def _agreements(
+    compare_pass: ComparePass, tables: Mapping[str, pd.DataFrame], encodes: Sequence[Any]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Per encode, where TOPIQ and VMAF (or PSNR) disagree, with pictures of the source,
+    the encode and their difference fetched after the pass (see pipeline.revisit)."""
+    from topiq_video.agreement import disagreement, metric_pair, shown_frames
+    from topiq_video.pipeline.revisit import (
+        attach_pictures,
+        fetch_pictures,
+        pair_of,
+        why_not_seekable,
+    )
+
+    pair = metric_pair(compare_pass.metrics)
+    if pair is None:
+        return {}, {}
+    source_note = why_not_seekable(compare_pass.ref_path, compare_pass.source.info)
+    src = compare_pass.source.info
+    size = target_size(compare_pass._scale, (src.width, src.height), (src.width, src.height))
+    out: dict[str, Any] = {}
+    images: dict[str, bytes] = {}
+    for entry, result in zip(compare_pass.encodes, encodes, strict=True):
+        table = tables[entry.spec.label]
+        if not len(table):
+            continue
+        agreement = disagreement(table, *pair, result.scenes)
+        info = entry.source.info if entry.source is not None else None
+        note = source_note or why_not_seekable(entry.spec.path, info)
+        pictures = {}
+        if compare_pass.gallery <= 0:
+            note = "no pictures were asked for (gallery 0)"
+        elif note is None:
+            pictures = fetch_pictures(
+                entry.spec.path,
+                compare_pass.ref_path,
+                [pair_of(f) for f in shown_frames(agreement)],
+                size=size,
+                device=compare_pass.device,
+            )
+        agreement, files = attach_pictures(
+            agreement, pictures, prefix=f"agree-{entry.spec.label}", note=note
+        )
+        out[entry.spec.label] = agreement
+        images.update(files)
+    return out, images
 
 
 def _alignment(entry: _Encode, compare_pass: ComparePass) -> Any:
@@ -939,7 +1038,7 @@ def default_compare_dir(ref: str | os.PathLike[str]) -> Path:
     return DEFAULT_COMPARE_DIR / f"compare-{default_report_dir(ref).name}"
 
 
-def compare(
+def compare_encodes(
     ref: str | os.PathLike[str],
     encodes: Sequence[str | os.PathLike[str] | EncodeSpec],
     *,
@@ -997,12 +1096,8 @@ def write_compare(result: Any, out_dir: str | os.PathLike[str]) -> Any:
     from topiq_video.result import SavedReport
 
     out = check_output_dir(out_dir)
+    from topiq_video.report.compare_render import write_compare_html
+
     saved = result.save(out)
-    html = None
-    try:
-        from topiq_video.report.compare_render import write_compare_html
-    except ImportError:  # pragma: no cover - the page comes with the package
-        write_compare_html = None
-    if write_compare_html is not None:
-        html = write_compare_html(result, out / COMPARE_HTML)
+    html = write_compare_html(result, out / COMPARE_HTML)
     return SavedReport(saved.out_dir, saved.json_path, saved.frames_path, saved.csv_path, html)

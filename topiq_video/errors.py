@@ -31,6 +31,10 @@ class OutputError(TopiqVideoError):
     """An output file or folder that cannot be written."""
 
 
+class DependencyError(TopiqVideoError):
+    """An optional dependency (an extra, a program) that a requested feature needs."""
+
+
 class ScoringInterrupted(TopiqVideoError):
     """A run that stopped before its end; ``result`` holds everything scored until then.
 

@@ -76,6 +76,35 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
+FFMPEG_METRICS: dict[str, MetricInfo] = {
+    "vmaf": MetricInfo(
+        name="vmaf",
+        unit="",
+        higher_is_better=True,
+        range=(0.0, 100.0),
+        description="VMAF (libvmaf through FFmpeg) on the aligned, scaled pairs",
+    ),
+    "vmaf_neg": MetricInfo(
+        name="vmaf_neg",
+        unit="",
+        higher_is_better=True,
+        range=(0.0, 100.0),
+        description="VMAF NEG (no enhancement gain, vmaf_v0.6.1neg) through FFmpeg",
+    ),
+    "xpsnr_y": MetricInfo(
+        name="xpsnr_y",
+        unit="dB",
+        higher_is_better=True,
+        range=(0.0, math.inf),
+        description="XPSNR of the luma plane, as FFmpeg's xpsnr filter; +inf if identical",
+    ),
+}
+"""Metrics computed by an FFmpeg process (the ``vmaf`` extra): see :mod:`topiq_video.vmaf`."""
+
+REFERENCE_METRICS: dict[str, MetricInfo] = {**METRICS, **FFMPEG_METRICS}
+"""Every full-reference metric besides TOPIQ's."""
+
+
 def _result_dtype(device: torch.device) -> torch.dtype:
     # MPS has no float64; everywhere else keep the double precision FFmpeg uses for the means.
     return torch.float32 if device.type == "mps" else torch.float64

@@ -10,6 +10,11 @@ Conventions (all metrics are higher-is-better):
   not a sample of it.
 * ``harmonic_mean`` is given only for metrics whose finite values all lie in (0, 1] (e.g. SSIM,
   normalised quality scores); it weighs bad frames more than the mean does.  Otherwise None.
+  VMAF is the exception: its harmonic mean is given on its own 0-100 scale (when every value
+  is above 0), beside ``shifted_harmonic_mean``, the pooling libvmaf and the VMAF tools
+  report (the harmonic mean of value + 1, minus 1).  On that scale the shift of 1 barely
+  matters, so the two are close to each other, and close to the plain mean unless some
+  frames score very low.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from topiq_video.result import (
     WorstFrame,
     nonfinite_flag,
 )
+from topiq_video.vmaf import VMAF_COLUMNS, shifted_harmonic_mean
 
 if TYPE_CHECKING:
     from topiq_video.scenes import Scene
@@ -61,11 +67,18 @@ def _in_unit_interval(finite: np.ndarray) -> bool:
     return finite.size > 0 and bool(np.all((finite > 0) & (finite <= 1)))
 
 
-def summarize(values: Iterable[float] | np.ndarray, *, harmonic: bool | None = None) -> MetricStats:
+def summarize(
+    values: Iterable[float] | np.ndarray,
+    *,
+    harmonic: bool | None = None,
+    vmaf_scale: bool = False,
+) -> MetricStats:
     """Statistics of one metric's values.
 
     ``harmonic``: None decides from the values (all finite values in (0, 1]); False never gives
-    a harmonic mean; True gives it when the values allow it (else None).
+    a harmonic mean; True gives it when the values allow it (else None). ``vmaf_scale``: the
+    values are VMAF's (0-100): the harmonic mean needs them above 0, not within (0, 1], and
+    VMAF's own shifted harmonic mean is added.
     """
     array = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64)
     array = array.ravel()
@@ -80,7 +93,8 @@ def summarize(values: Iterable[float] | np.ndarray, *, harmonic: bool | None = N
         )  # fmt: skip
     p1, p5, p10, median = (float(v) for v in np.percentile(finite, PERCENTILES))
     harmonic_mean = None
-    if harmonic is not False and _in_unit_interval(finite):
+    allowed = bool(np.all(finite > 0)) if vmaf_scale else _in_unit_interval(finite)
+    if harmonic is not False and allowed:
         harmonic_mean = float(finite.size / np.sum(1.0 / finite))
     return MetricStats(
         count=int(finite.size),
@@ -96,6 +110,7 @@ def summarize(values: Iterable[float] | np.ndarray, *, harmonic: bool | None = N
         nan_count=nan_count,
         posinf_count=posinf_count,
         neginf_count=neginf_count,
+        shifted_harmonic_mean=shifted_harmonic_mean(finite) if vmaf_scale else None,
     )
 
 
@@ -194,8 +209,18 @@ def pool(
     frame_numbers = frames_df["frame"].to_numpy()
     columns = {m: frames_df[m].to_numpy(dtype=np.float64) for m in metrics}
     # Decide per metric on the whole video, so that every scene reports the same statistics.
-    harmonic = {m: _in_unit_interval(_finite(columns[m])) for m in metrics}
-    summary = {m: summarize(columns[m], harmonic=harmonic[m]) for m in metrics}
+    vmaf_scale = {m: m in VMAF_COLUMNS for m in metrics}
+    harmonic = {
+        m: bool(np.all(_finite(columns[m]) > 0))
+        if vmaf_scale[m]
+        else _in_unit_interval(_finite(columns[m]))
+        for m in metrics
+    }
+
+    def stats(m: str, values: np.ndarray) -> MetricStats:
+        return summarize(values, harmonic=harmonic[m], vmaf_scale=vmaf_scale[m])
+
+    summary = {m: stats(m, columns[m]) for m in metrics}
     scene_results: list[SceneResult] = []
     for scene in scenes:
         rows = (frame_numbers >= scene.start_frame) & (frame_numbers <= scene.end_frame)
@@ -207,7 +232,7 @@ def pool(
                 start_time=scene.start_time,
                 end_time=scene.end_time,
                 frame_count=int(rows.sum()),
-                stats={m: summarize(columns[m][rows], harmonic=harmonic[m]) for m in metrics},
+                stats={m: stats(m, columns[m][rows]) for m in metrics},
             )
         )
     worst_scenes: dict[str, tuple[int, ...]] = {}

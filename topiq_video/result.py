@@ -208,6 +208,7 @@ class MetricStats:
     nan_count: int
     posinf_count: int
     neginf_count: int
+    shifted_harmonic_mean: float | None = None  # VMAF's own pooling (VMAF metrics only)
 
     @property
     def nonfinite_count(self) -> int:
@@ -301,6 +302,72 @@ class GalleryEntry:
 
 
 @dataclass(frozen=True)
+class DisagreeFrame:
+    """A frame two metrics rank far apart. A percentile is the share of the compared frames
+    the frame beats on that metric (0 = the worst frame, 1 = the best)."""
+
+    frame: int
+    time: float
+    ref_frame: int | None
+    ref_time: float | None
+    scene: int | None
+    value: float | None  # the first metric's value (TOPIQ)
+    value_nonfinite: Nonfinite | None
+    other_value: float | None  # the second metric's (VMAF, or PSNR)
+    other_value_nonfinite: Nonfinite | None
+    percentile: float
+    other_percentile: float
+    dist_image: str | None = None
+    ref_image: str | None = None
+    diff_image: str | None = None
+
+    @property
+    def gap(self) -> float:
+        """Positive: the first metric thinks better of the frame than the second."""
+        return self.percentile - self.other_percentile
+
+    def images(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.dist_image, self.ref_image, self.diff_image) if p)
+
+
+@dataclass(frozen=True)
+class DisagreeScene:
+    """A scene two metrics rank far apart (rank 1 = the worst scene by that metric), with
+    its frame where they disagree most."""
+
+    scene: int
+    start_time: float
+    end_time: float
+    mean: float | None
+    other_mean: float | None
+    rank: int
+    other_rank: int
+    frame: DisagreeFrame | None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How a TOPIQ metric and another (VMAF, or PSNR) agree over one video: correlations of
+    their per-frame values and of their per-scene means, and where they disagree most.
+    ``pictures_note`` says why the frames have no pictures, when they have none."""
+
+    metric: str
+    other: str
+    frames_compared: int
+    spearman: float | None
+    pearson: float | None
+    scenes_compared: int
+    scene_spearman: float | None
+    frames: tuple[DisagreeFrame, ...]
+    scenes: tuple[DisagreeScene, ...]
+    pictures_note: str | None = None
+
+    def images(self) -> tuple[str, ...]:
+        shown = [*self.frames, *(s.frame for s in self.scenes if s.frame is not None)]
+        return tuple(dict.fromkeys(name for f in shown for name in f.images()))
+
+
+@dataclass(frozen=True)
 class EventSpan:
     """An alert episode of a monitored stream, on the report's time axis (seconds)."""
 
@@ -353,6 +420,7 @@ class Report:
     frames: FramesTable
     credits: str | None = None
     events: tuple[EventSpan, ...] = ()
+    agreement: Agreement | None = None
     schema: Literal["topiq-video/report@2"] = SCHEMA_ID
 
     @property
@@ -431,7 +499,8 @@ class ScoreResult:
     def load(cls, path: str | os.PathLike[str]) -> ScoreResult:
         """Read a saved result: ``report.json`` (or its folder), its frames and images."""
         json_path, report = _locate(path, REPORT_FILE, load_report)
-        frames, images = _load_files(json_path, report.frames.file, report.gallery)
+        pictures = [*report.gallery, *([report.agreement] if report.agreement else [])]
+        frames, images = _load_files(json_path, report.frames.file, pictures)
         return cls(report=report, frames=frames, images=images)
 
 
@@ -748,6 +817,7 @@ class CompareReport:
     warnings: tuple[str, ...]
     interruption: Interruption | None
     frames: FramesTable
+    agreements: dict[str, Agreement] = field(default_factory=dict)  # per encode label
     schema: Literal["topiq-video/compare@1"] = COMPARE_SCHEMA_ID
 
     @property
@@ -793,7 +863,9 @@ class CompareResult:
     def load(cls, path: str | os.PathLike[str]) -> CompareResult:
         json_path, report = _locate(path, COMPARE_FILE, load_compare)
         gallery = [_Files(e.files()) for e in report.gallery]
-        frames, images = _load_files(json_path, report.frames.file, gallery)
+        frames, images = _load_files(
+            json_path, report.frames.file, [*gallery, *report.agreements.values()]
+        )
         return cls(report=report, frames=frames, images=images)
 
 

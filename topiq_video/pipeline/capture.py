@@ -90,6 +90,26 @@ def encode_jpeg(chw: torch.Tensor) -> bytes:
         return _encode(chw.contiguous(), quality=JPEG_QUALITY).numpy().tobytes()
 
 
+def pictures_of(
+    dist: torch.Tensor,
+    ref: torch.Tensor | None,
+    max_width: int = GALLERY_MAX_WIDTH,
+    extra: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[dict[str, bytes], tuple[int, int]]:
+    """The JPEG pictures of one frame: the encode, the reference and their amplified
+    difference (computed at comparison size, so downscaling cannot hide it), and ``extra``
+    pictures by role; (3, H, W) in [0, 1]. Also the (height, width) they are shown at."""
+    shown = _to_display(dist, max_width)
+    pictures = {"dist": encode_jpeg(shown)}
+    if ref is not None:
+        pictures["ref"] = encode_jpeg(_to_display(ref, max_width))
+        full_diff = difference_picture(dist, ref).float() / 255.0
+        pictures["diff"] = encode_jpeg(_to_display(full_diff, max_width))
+    for role, picture in (extra or {}).items():
+        pictures[role] = encode_jpeg(_to_display(picture, max_width))
+    return pictures, (int(shown.shape[-2]), int(shown.shape[-1]))
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A captured frame: its value and its pictures (JPEG) by role ("dist", "ref",
@@ -124,6 +144,13 @@ class WorstFrameCapture:
         # top the gallery up when a short video has too few distinct moments.
         self._pools: dict[str, list[Candidate]] = {m: [] for m in metrics}
         self._plain: dict[str, list[Candidate]] = {m: [] for m in metrics}
+        # Metrics known only when the run ends (VMAF): their pictures, fetched afterwards.
+        self._late: dict[str, list[Candidate]] = {}
+
+    def set_late(self, metric: str, candidates: Sequence[Candidate]) -> None:
+        """The pictures of a metric whose values came after the pass, worst first (picked
+        with :func:`topiq_video.pooling.pick_worst` by the caller)."""
+        self._late[metric] = list(candidates)[: self.per_metric]
 
     def _admits(self, pool: list[Candidate], time: float, value: float) -> bool:
         if math.isnan(value):
@@ -165,14 +192,12 @@ class WorstFrameCapture:
             top = self._admits_plain(plain, value)
             if not (spaced or top):
                 continue
-            dist = _to_display(dist_rgb[i], self.max_width)
-            pictures = {"dist": encode_jpeg(dist)}
-            if ref_rgb is not None:
-                pictures["ref"] = encode_jpeg(_to_display(ref_rgb[i], self.max_width))
-                full_diff = difference_picture(dist_rgb[i], ref_rgb[i]).float() / 255.0
-                pictures["diff"] = encode_jpeg(_to_display(full_diff, self.max_width))
-            for role, batch in (extra or {}).items():
-                pictures[role] = encode_jpeg(_to_display(batch[i], self.max_width))
+            pictures, (height, width) = pictures_of(
+                dist_rgb[i],
+                None if ref_rgb is None else ref_rgb[i],
+                self.max_width,
+                {role: batch[i] for role, batch in (extra or {}).items()},
+            )
             ref_frame = None if ref_frames is None else ref_frames[i]
             ref_time = None if ref_times is None else ref_times[i]
             candidate = Candidate(
@@ -182,8 +207,8 @@ class WorstFrameCapture:
                 ref_frame=None if ref_frame is None else int(ref_frame),
                 ref_time=None if ref_time is None else float(ref_time),
                 pictures=pictures,
-                width=int(dist.shape[-1]),
-                height=int(dist.shape[-2]),
+                width=width,
+                height=height,
             )
             if spaced:
                 pool[:] = [c for c in pool if abs(c.time - t) >= self.spacing]
@@ -199,6 +224,9 @@ class WorstFrameCapture:
         """Per metric, the candidates to show, worst first (see the module docstring)."""
         out: dict[str, list[Candidate]] = {}
         for metric, spaced in self._pools.items():
+            if metric in self._late:
+                out[metric] = self._late[metric]
+                continue
             unique = {c.frame: c for c in [*spaced, *self._plain[metric]]}
             pool = sorted(unique.values(), key=lambda c: c.time)
             order = pick_worst(

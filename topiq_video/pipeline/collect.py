@@ -24,7 +24,7 @@ import pandas as pd
 from topiq_video import __version__
 from topiq_video.errors import ScoringInterrupted, Terminated, TopiqVideoError
 from topiq_video.files import describe_os_error, display_text
-from topiq_video.metrics import METRICS
+from topiq_video.metrics import FFMPEG_METRICS, REFERENCE_METRICS
 from topiq_video.model.registry import get_checkpoint
 from topiq_video.pipeline.options import FrameSelection, ScoreOptions
 from topiq_video.pipeline.run import FrameScores, ScoringRun
@@ -87,6 +87,13 @@ class RowColumns:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def fill(self, metric: str, values: np.ndarray) -> None:
+        """Set a metric known only at the end (VMAF, XPSNR), row by row from the first; rows
+        beyond ``values`` (never fed to FFmpeg) keep NaN."""
+        count = min(len(values), len(self.frame))
+        column = np.frombuffer(self.values[metric], dtype=np.float64)
+        column[:count] = np.asarray(values[:count], dtype=np.float64)
+
     def table(self, scene_of: np.ndarray | None = None) -> pd.DataFrame:
         data: dict[str, Any] = {
             "frame": np.frombuffer(self.frame, dtype=np.int64).copy(),
@@ -120,6 +127,8 @@ def run_rows(
         failure = exc
     finally:
         run.close()
+    for name, values in (run.ffmpeg_values or {}).items():
+        columns.fill(name, values)
     return columns, failure
 
 
@@ -199,7 +208,9 @@ def build_result(
         scene_of[(frames >= scene.start_frame) & (frames <= scene.end_frame)] = scene.index
     table = columns.table(scene_of)
     pooled = pool(table, list(run.metrics), scenes, worst_n=opts.worst_n)
+    agreement, agreement_images = late_pictures(run, table, pooled.scenes)
     gallery, images = run.capture.gallery() if run.capture is not None else ((), {})
+    images = {**images, **agreement_images}
 
     warnings = list(run.warnings) + run.source_warnings()
     pairing = run.pairing
@@ -222,7 +233,7 @@ def build_result(
             role: input_info(info, run.decode_stats[role]) for role, info in run.inputs.items()
         },
         models=tuple(model_info(m) for m in run.models.values()),
-        metrics=tuple(metric_info(m) for m in run.metrics),
+        metrics=tuple(metric_info(m, opts) for m in run.metrics),
         alignment=alignment_info(run),
         warnings=tuple(dict.fromkeys(warnings)),
         interruption=interruption,
@@ -235,8 +246,66 @@ def build_result(
         gallery=gallery,
         frames=FramesTable(file=FRAMES_FILE, count=len(table), columns=tuple(table.columns)),
         credits=credits_of(run.inputs),
+        agreement=agreement,
     )
     return ScoreResult(report=report, frames=table, images=images)
+
+
+def late_pictures(
+    run: ScoringRun, table: pd.DataFrame, scenes: Sequence[Any]
+) -> tuple[Any, dict[str, bytes]]:
+    """What only the whole run tells, with its pictures: where TOPIQ and VMAF (or PSNR)
+    disagree, and the worst frames of metrics FFmpeg gave at the end (into the gallery).
+    Returns the agreement (None without the two metrics) and its pictures' files."""
+    import dataclasses
+
+    from topiq_video.agreement import disagreement, metric_pair, shown_frames
+    from topiq_video.pipeline.options import GALLERY_SPACING_S
+    from topiq_video.pipeline.revisit import PairAt, attach_pictures, pair_of
+    from topiq_video.pooling import pick_worst
+
+    opts = run.options
+    pair = metric_pair(run.metrics)
+    agreement = disagreement(table, *pair, scenes) if pair and len(table) else None
+    wanted: dict[int, PairAt] = {}
+    late: dict[str, list[tuple[int, float]]] = {}  # metric -> (frame, value), worst first
+    if opts.gallery > 0 and len(table):
+        times = table["time"].to_numpy(dtype=np.float64)
+        for metric in (m for m in run.metrics if m in FFMPEG_METRICS):
+            values = table[metric].to_numpy(dtype=np.float64)
+            picks = pick_worst(values, times, opts.gallery, spacing=GALLERY_SPACING_S)
+            late[metric] = [(int(table["frame"].iat[i]), float(values[i])) for i in picks]
+            for i in picks:
+                wanted.setdefault(int(table["frame"].iat[i]), _pair_at(table, i))
+        if agreement is not None:
+            for frame in shown_frames(agreement):
+                wanted.setdefault(frame.frame, pair_of(frame))
+    note = run.revisit_note() if wanted else None
+    pictures = run.fetch_pictures(list(wanted.values())) if wanted and note is None else {}
+    if run.capture is not None:
+        for metric, picks in late.items():
+            run.capture.set_late(
+                metric,
+                [dataclasses.replace(pictures[f], value=v) for f, v in picks if f in pictures],
+            )
+    if agreement is None:
+        return None, {}
+    if opts.gallery == 0:
+        note = "no pictures were asked for (gallery 0)"
+    return attach_pictures(agreement, pictures, note=note)
+
+
+def _pair_at(table: pd.DataFrame, i: int) -> Any:
+    from topiq_video.pipeline.revisit import PairAt
+
+    row = table.iloc[i]
+    has_ref = "ref_frame" in table.columns and not pd.isna(row["ref_frame"])
+    return PairAt(
+        frame=int(row["frame"]),
+        time=float(row["time"]),
+        ref_frame=int(row["ref_frame"]) if has_ref else None,
+        ref_time=float(row["ref_time"]) if has_ref else None,
+    )
 
 
 def _map_cuts_to_rows(source: np.ndarray, frames: np.ndarray, cuts: Sequence[int]) -> list[int]:
@@ -301,16 +370,20 @@ def model_info(model: Any) -> ModelInfo:
     )
 
 
-def metric_info(name: str) -> MetricInfo:
-    if name in METRICS:
-        info = METRICS[name]
+def metric_info(name: str, options: ScoreOptions | None = None) -> MetricInfo:
+    if name in REFERENCE_METRICS:
+        info = REFERENCE_METRICS[name]
         low, high = info.range
+        description = info.description
+        if name == "vmaf":
+            model = (options or ScoreOptions()).vmaf_model
+            description = f"VMAF, model {model} (libvmaf through FFmpeg), on the aligned pairs"
         return MetricInfo(
             name=name,
             unit=info.unit or None,
             higher_is_better=info.higher_is_better,
             range=(_finite_or_none(low), _finite_or_none(high)),
-            description=info.description,
+            description=description,
         )
     ckpt = get_checkpoint(name)
     return MetricInfo(

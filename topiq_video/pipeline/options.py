@@ -29,6 +29,10 @@ DEFAULT_GALLERY_FRAMES = 4
 """Worst frames captured as pictures per metric by `report`."""
 DEFAULT_COMPARE_GALLERY = 3
 """Frames where an encode differs most from the baseline, shown per metric by `compare`."""
+DEFAULT_DISAGREE_FRAMES = 6
+"""Frames where TOPIQ and VMAF (or PSNR) disagree most, listed and pictured in reports."""
+DEFAULT_DISAGREE_SCENES = 5
+"""Scenes the two rank furthest apart, listed in reports."""
 GALLERY_SPACING_S = 1.0
 """Pictures of one metric's gallery are at least this far apart (neighbours look alike)."""
 DEFAULT_TIMEOUT = 10.0
@@ -36,6 +40,10 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_PIXELS = 40_000_000
 """Largest picture (width x height) accepted: a little above 8K UHD (7680x4320). A file
 declaring more is refused before anything is decoded; raise it for larger pictures."""
+DEFAULT_VMAF_MODEL = "vmaf_v0.6.1"
+VMAF_MODEL_NAMES = ("vmaf_v0.6.1", "vmaf_4k_v0.6.1", "vmaf_v0.6.1_phone", "vmaf_v0.6.1neg")
+"""libvmaf's built-in models: the default (1080p TV viewing), 4K, the phone model (the
+default model's phone transform) and NEG (no enhancement gain)."""
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_PRECISION_CPU = "fp32"
 DEFAULT_PRECISION_CUDA = "fp16"
@@ -125,6 +133,7 @@ class ScoreOptions:
     gallery: int = 0  # worst frames captured as pictures per metric
     timeout: float = DEFAULT_TIMEOUT
     max_pixels: int = DEFAULT_MAX_PIXELS
+    vmaf_model: str = DEFAULT_VMAF_MODEL  # the model of the "vmaf" metric
     progress: bool | None = None  # download progress bar for weights
 
     def __post_init__(self) -> None:
@@ -165,6 +174,11 @@ class ScoreOptions:
             raise InvalidInputError(f"max_pixels must be a whole number, got {self.max_pixels!r}.")
         if self.max_pixels < 64:
             raise InvalidInputError(f"max_pixels must be at least 64, got {self.max_pixels}.")
+        if self.vmaf_model not in VMAF_MODEL_NAMES:
+            raise InvalidInputError(
+                f"Unknown VMAF model {self.vmaf_model!r}. Built-in models: "
+                f"{', '.join(VMAF_MODEL_NAMES)}."
+            )
         if self.scenes_file is not None and self.detect_scenes:
             raise InvalidInputError(
                 "scenes_file and detect_scenes contradict each other: import the cut list or "

@@ -21,16 +21,17 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from topiq_video.errors import AlignmentError, InvalidInputError, WeightsError
-from topiq_video.metrics import METRICS, compute_metric
+from topiq_video.metrics import FFMPEG_METRICS, METRICS, REFERENCE_METRICS, compute_metric
 from topiq_video.model.registry import (
     DEFAULT_FR_MODEL,
     DEFAULT_NR_MODEL,
@@ -49,6 +50,9 @@ from topiq_video.video.align import (
 from topiq_video.video.color import frames_to_luma, frames_to_rgb
 from topiq_video.video.probe import VideoInfo
 from topiq_video.video.source import FrameSource, VideoFrame, open_source, show_source
+
+if TYPE_CHECKING:
+    from topiq_video.vmaf import FFmpegMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ def resolve_metrics(
     model: str | None, metrics: Sequence[str] | None, has_ref: bool
 ) -> tuple[str, ...]:
     """The metric columns of a run, checked against the mode."""
-    known = set(checkpoint_names()) | set(METRICS)
+    known = set(checkpoint_names()) | set(REFERENCE_METRICS)
     if model is not None and model not in checkpoint_names():
         get_checkpoint(model)  # raises "Unknown model ..." with the valid names
     default_model = model or (DEFAULT_FR_MODEL if has_ref else DEFAULT_NR_MODEL)
@@ -104,7 +108,7 @@ def resolve_metrics(
                 f"Unknown metric {name!r}. Valid: {', '.join(sorted(known))} "
                 "(or 'topiq' for the selected model)."
             )
-        needs_ref = name in METRICS or get_checkpoint(name).use_ref
+        needs_ref = name in REFERENCE_METRICS or get_checkpoint(name).use_ref
         if needs_ref and not has_ref:
             raise InvalidInputError(
                 f"{name} is a full-reference metric: give the source as the reference, or use "
@@ -230,6 +234,30 @@ def expected_count(selection: FrameSelection, info: VideoInfo) -> int | None:
     return total if selection.max_frames is None else min(total, selection.max_frames)
 
 
+def rows_rate(selection: FrameSelection, info: VideoInfo) -> Fraction | None:
+    """Frames per second of the scored rows, when known (XPSNR weighs motion by it)."""
+    if selection.sample_fps is not None:
+        return Fraction(selection.sample_fps).limit_denominator(1001000)
+    if info.fps:
+        return Fraction(info.fps) / selection.every
+    return None
+
+
+def ffmpeg_metrics(
+    metrics: Sequence[str], options: ScoreOptions, info: VideoInfo
+) -> FFmpegMetrics | None:
+    """The owner of the FFmpeg process computing a run's VMAF/XPSNR (None without them).
+    Made before anything is decoded, so a missing extra is reported at once."""
+    names = [m for m in metrics if m in FFMPEG_METRICS]
+    if not names:
+        return None
+    from topiq_video.vmaf import FFmpegMetrics
+
+    return FFmpegMetrics(
+        names, vmaf_model=options.vmaf_model, rate=rows_rate(options.selection, info)
+    )
+
+
 def load_models(
     metrics: Sequence[str],
     options: ScoreOptions,
@@ -239,7 +267,7 @@ def load_models(
 ) -> dict[str, Any]:
     """The TOPIQ models a run's metrics need, loaded once (``given`` ones reused)."""
     models = dict(given or {})
-    topiq_names = [m for m in metrics if m not in METRICS]
+    topiq_names = [m for m in metrics if m not in REFERENCE_METRICS]
     if options.weights is not None and len(topiq_names) > 1:
         raise InvalidInputError(
             "weights names one checkpoint file, but several TOPIQ models were asked for "
@@ -263,7 +291,8 @@ def load_models(
             if not has_ref or options.weights is not None:
                 raise
             raise WeightsError(
-                f"{exc}\nPSNR and SSIM need no weights: metrics psnr_y,ssim_y score without TOPIQ."
+                f"{exc}\nPSNR, SSIM, VMAF and XPSNR need no weights: metrics such as "
+                "psnr_y,ssim_y score without TOPIQ."
             ) from exc
     return models
 
@@ -373,10 +402,14 @@ class ScoringRun:
 
             self._capture = WorstFrameCapture(self.metrics, opts.gallery)
         self._sources: dict[str, FrameSource] = {}
+        self._ffmpeg: FFmpegMetrics | None = None
+        self.ffmpeg_values: dict[str, np.ndarray] | None = None  # VMAF/XPSNR, at the end
+        self._ffmpeg_failure: Exception | None = None
         try:
             # Inputs first: a wrong path should not wait for a weights download.
             self._open_sources(dist, ref)
             self.file_cuts = self._load_cut_list()
+            self._ffmpeg = ffmpeg_metrics(self.metrics, opts, self.inputs["dist"])
             self.models = load_models(self.metrics, opts, has_ref=self.has_ref, given=models)
         except BaseException:
             self.close()
@@ -459,7 +492,13 @@ class ScoringRun:
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
-        """Close the sources (idempotent); the run cannot be iterated afterwards."""
+        """Close the sources and stop FFmpeg (idempotent); the run cannot be iterated
+        afterwards."""
+        self._close_sources()
+        if self._ffmpeg is not None:
+            self._ffmpeg.close()
+
+    def _close_sources(self) -> None:
         self._closed = True
         for source in self._sources.values():
             source.close()
@@ -487,6 +526,7 @@ class ScoringRun:
         return self._run()
 
     def _run(self) -> Iterator[FrameScores]:
+        stopped = True
         try:
             dist = self._sources["dist"]
             if self.has_ref:
@@ -497,10 +537,26 @@ class ScoringRun:
             else:
                 pairs = ((f, None) for f in dist_frames)
             yield from self._score_batches(pairs)
+            stopped = False
         finally:
-            self.close()
+            self._close_sources()
             if self._scenes is not None:
                 self.cuts = self._scenes.finish()
+            self._finish_ffmpeg(stopped)
+
+    def _finish_ffmpeg(self, stopped: bool) -> None:
+        """Collect FFmpeg's VMAF/XPSNR of every pair fed. A run that stopped keeps its own
+        reason: FFmpeg failing then is a warning, not a second error."""
+        if self._ffmpeg is None:
+            return
+        from topiq_video.vmaf import FFmpegMetricError
+
+        try:
+            self.ffmpeg_values = self._ffmpeg.finish(stopped=stopped)
+        except FFmpegMetricError as exc:
+            if not stopped:
+                raise
+            self._warn(f"{', '.join(self._ffmpeg.metrics)} of this stopped run are lost: {exc}")
 
     def align(self) -> OffsetEstimate:
         """The offset between encode and source (searched on the first seconds of both when
@@ -605,9 +661,14 @@ class ScoringRun:
 
     def _score_batch(
         self, batch: Sequence[tuple[VideoFrame, VideoFrame | None]]
-    ) -> list[FrameScores]:
-        """Score one batch; on a GPU out-of-memory, in halves (never losing a frame)."""
-        return [row for part in self._batcher.run(batch, self._score_batch_once) for row in part]
+    ) -> Iterator[FrameScores]:
+        """Score one batch; on a GPU out-of-memory, in halves (never losing a frame). If
+        FFmpeg failed on it, its rows (other metrics scored) still come first."""
+        yield from (
+            row for part in self._batcher.run(batch, self._score_batch_once) for row in part
+        )
+        if self._ffmpeg_failure is not None:
+            raise self._ffmpeg_failure
 
     def _score_batch_once(
         self, batch: Sequence[tuple[VideoFrame, VideoFrame | None]]
@@ -643,7 +704,11 @@ class ScoringRun:
         scene_scores = self._detect_scenes(dist, ref if has_ref else None, rgb)
 
         luma_metrics = [m for m in self.metrics if m in METRICS]
-        if luma_metrics and has_ref:
+        for name in self.metrics:
+            if name in FFMPEG_METRICS:
+                columns[name] = np.full(len(batch), math.nan)  # filled when FFmpeg ends
+        fed: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        if (luma_metrics or self._ffmpeg is not None) and has_ref:
             ref_depth = ref[0].color.bit_depth
             # An RGB side (a PNG reference) derives its luma as the other side's matrix
             # and range did, or the two lumas differ by the matrices alone.
@@ -660,11 +725,15 @@ class ScoringRun:
             for name in luma_metrics:
                 values = compute_metric(name, dist_y, ref_y, ref_depth)
                 columns[name] = values.double().cpu().numpy()
+            if self._ffmpeg is not None:
+                fed = (dist_y, ref_y, ref_depth)
             del dist_y, ref_y
 
         if self._capture is not None:
             assert dist_rgb is not None
             for name in self.metrics:
+                if name in FFMPEG_METRICS:
+                    continue  # known only when FFmpeg ends
                 self._capture.offer(
                     name,
                     columns[name].tolist(),
@@ -676,6 +745,17 @@ class ScoringRun:
                     [r.time for r in ref] if has_ref else None,
                 )
         native.clear()
+        if fed is not None:
+            # Last, once nothing can fail for want of memory: a batch retried in halves
+            # must not reach FFmpeg twice.
+            assert self._ffmpeg is not None
+            from topiq_video.vmaf import FFmpegMetricError
+
+            try:
+                self._ffmpeg.feed(*fed)
+            except FFmpegMetricError as exc:
+                self._ffmpeg_failure = exc
+            fed = None
         rows = []
         for i, (d, r) in enumerate(batch):
             rows.append(
@@ -702,6 +782,31 @@ class ScoringRun:
         # numbered as the source's frames; a reference frame shown twice is seen once.
         role = "ref" if ref is not None else "dist"
         return self._scenes.feed(ref if ref is not None else dist, lambda: rgb(role))
+
+    def revisit_note(self) -> str | None:
+        """Why pictures cannot be fetched after the pass (None: they can)."""
+        from topiq_video.pipeline.revisit import why_not_seekable
+
+        for role, source in (("dist", self.dist_source), ("ref", self.ref_source)):
+            if role == "ref" and not self.has_ref:
+                continue
+            given = source if source is not None else self._sources.get(role)
+            reason = why_not_seekable(given, self.inputs[role])
+            if reason:
+                label = "reference" if role == "ref" else "input"
+                return f"no pictures: {reason} ({label})"
+        return None
+
+    def fetch_pictures(self, pairs: Sequence[Any]) -> dict[int, Any]:
+        """Pictures of scored rows, fetched by seeking the inputs after the pass (see
+        :mod:`topiq_video.pipeline.revisit`), drawn as the pass draws them."""
+        from topiq_video.pipeline.revisit import fetch_pictures
+
+        _, size = self.scaling()
+        assert isinstance(self.dist_source, str)
+        return fetch_pictures(
+            self.dist_source, self.ref_source, pairs, size=size, device=self.device
+        )
 
     def source_warnings(self) -> list[str]:
         """What decoding met that a reader must know (truncation, damage, gaps, loss)."""

@@ -47,11 +47,25 @@ def write_report(result: ScoreResult, out_dir: str | os.PathLike[str]) -> SavedR
 def render_report(
     report_json: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Render a saved report's page again (from report.json and the files it names)."""
-    from topiq_video.report.render import write_html
+    """Render a saved page again from its JSON and the files it names: a report
+    (report.json) or a comparison (compare.json); a folder holding either will do."""
+    from topiq_video.result import COMPARE_FILE, CompareResult
 
     source = Path(report_json)
+    if source.is_dir() and not (source / REPORT_FILE).exists() and (source / COMPARE_FILE).exists():
+        source = source / COMPARE_FILE
     json_path = source / REPORT_FILE if source.is_dir() else source
+    if json_path.name == COMPARE_FILE:
+        from topiq_video.compare import COMPARE_HTML
+        from topiq_video.report.compare_render import write_compare_html
+
+        compared = CompareResult.load(json_path)
+        out = check_output_dir(out_dir if out_dir is not None else json_path.parent)
+        if out.resolve() != json_path.parent.resolve():
+            compared.save(out)
+        return write_compare_html(compared, out / COMPARE_HTML)
+    from topiq_video.report.render import write_html
+
     result = ScoreResult.load(json_path)
     out = check_output_dir(out_dir if out_dir is not None else json_path.parent)
     if out.resolve() != json_path.parent.resolve():

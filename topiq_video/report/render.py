@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -34,9 +34,12 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 
+from topiq_video.agreement import shown_frames
 from topiq_video.files import atomic_write_text, display_text
+from topiq_video.pipeline.options import GALLERY_SPACING_S
 from topiq_video.report.figures import (
     Figure,
+    agreement_figure,
     distribution_figure,
     metric_color,
     search_figure,
@@ -45,12 +48,19 @@ from topiq_video.report.figures import (
 from topiq_video.result import DIFF_CAPTION, DIFF_GAIN
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from topiq_video.result import (
+        Agreement,
+        Alignment,
+        CompareReport,
+        DisagreeFrame,
         GalleryEntry,
         InputInfo,
         Interruption,
         MetricInfo,
         MetricStats,
+        ModelInfo,
         Report,
         ScoreResult,
     )
@@ -96,6 +106,20 @@ _STAT_ROWS = (
     ("median", "median"),
     ("max", "max"),
 )
+SHIFTED_HEADING = ("VMAF harmonic mean", "libvmaf, +1 shifted")
+"""The name of VMAF's own pooling (``shifted_harmonic_mean``), and what it is."""
+SHIFTED_LABEL = f"{SHIFTED_HEADING[0]} ({SHIFTED_HEADING[1]})"
+SHIFTED_NOTE = (
+    "Two harmonic means of VMAF: ours is taken on VMAF's own 0–100 scale; libvmaf's adds 1 to "
+    "every frame's score first and takes 1 off the result. The +1 only matters for frames "
+    "scoring near 0, so on this scale the two are nearly equal, and both stay close to the "
+    "plain mean unless some frames score very low."
+)
+"""Beside a metric that has ``shifted_harmonic_mean`` (VMAF's own pooling)."""
+MIN_SCENES_CORRELATED = 3
+"""The correlation over scenes is shown from this many scenes on."""
+SCENE_ZOOM_PAD = 0.15
+"""A scene link shows this share of the scene's length either side (at least 0.5 s)."""
 _SCRIPT_END = re.compile(r"</(script)", re.IGNORECASE)
 _STYLE_END = re.compile(r"</(style)", re.IGNORECASE)
 
@@ -186,7 +210,7 @@ class MetricView:
 
     @property
     def identical_means_posinf(self) -> bool:
-        return self.name.lower().startswith("psnr")
+        return self.name.lower().startswith(("psnr", "xpsnr"))
 
 
 @dataclass(frozen=True)
@@ -198,6 +222,8 @@ class Card:
     pooled_note: str | None
     stats: list[tuple[str, str]]
     footer: str
+    wide_stats: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    stats_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -266,22 +292,21 @@ def _metric_views(report: Report) -> list[MetricView]:
         if name not in known:
             known.add(name)
             infos.append(name)
-    views = []
-    for i, info in enumerate(infos):
-        if isinstance(info, str):
-            views.append(MetricView(i, info, "", metric_color(i), True, ""))
-        else:
-            views.append(
-                MetricView(
-                    i,
-                    info.name,
-                    info.unit or "",
-                    metric_color(i),
-                    info.higher_is_better,
-                    info.description,
-                )
-            )
-    return views
+    return [metric_view(i, info) for i, info in enumerate(infos)]
+
+
+def metric_view(index: int, info: MetricInfo | str) -> MetricView:
+    """How the page shows the ``index``-th metric (a bare name: higher is better)."""
+    if isinstance(info, str):
+        return MetricView(index, info, "", metric_color(index), True, "")
+    return MetricView(
+        index,
+        info.name,
+        info.unit or "",
+        metric_color(index),
+        info.higher_is_better,
+        info.description,
+    )
 
 
 def _nonfinite_parts(m: MetricView, s: MetricStats) -> list[tuple[int, str, str]]:
@@ -330,6 +355,7 @@ def _card(m: MetricView, s: MetricStats) -> Card:
     foot = [f"{s.count:,} finite frames"]
     for n, short, _ in _nonfinite_parts(m, s):
         foot.append(f"{n:,} {short}")
+    shifted = s.shifted_harmonic_mean is not None
     return Card(
         metric=m,
         headline=big,
@@ -338,6 +364,18 @@ def _card(m: MetricView, s: MetricStats) -> Card:
         pooled_note=note,
         stats=[(label_, m.value(getattr(s, key))) for key, label_ in _STAT_ROWS],
         footer=" · ".join(foot),
+        wide_stats=[(SHIFTED_LABEL, m.value(s.shifted_harmonic_mean))] if shifted else [],
+        stats_note=shifted_note(m, s) if shifted else None,
+    )
+
+
+def shifted_note(m: MetricView, s: MetricStats | None = None) -> str:
+    """The note beside VMAF's two harmonic means, with this video's figures when given."""
+    if s is None or None in (s.mean, s.harmonic_mean, s.shifted_harmonic_mean):
+        return SHIFTED_NOTE
+    return (
+        f"{SHIFTED_NOTE} Here: mean {m.value(s.mean)}, harmonic mean "
+        f"{m.value(s.harmonic_mean)}, libvmaf's {m.value(s.shifted_harmonic_mean)}."
     )
 
 
@@ -477,39 +515,78 @@ def _data_uri(data: bytes) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(data).decode("ascii")
 
 
-def _shot(
-    g: GalleryEntry, m: MetricView, images: Mapping[str, bytes], diff_gain: int | None
-) -> Shot:
-    pictures = []
-    if g.ref_image:
-        ref = f" · frame {g.ref_frame}" if g.ref_frame is not None else ""
-        pictures.append((f"reference{ref}", g.ref_image))
-    pictures.append((f"encode · frame {g.frame}", g.dist_image))
-    if g.diff_image:
-        gain = f" × {diff_gain}" if diff_gain else ""
-        pictures.append((f"difference{gain}", g.diff_image))
-    shown = []
-    for label, name in pictures:
+def pictures(
+    images: Mapping[str, bytes], shown: Sequence[tuple[str, str]], subject: str
+) -> list[ShotImage]:
+    """(caption, file name) pairs as pictures; a name missing from ``images`` is shown as
+    missing. ``subject`` ends each picture's alt text."""
+    out = []
+    for label, name in shown:
         data = images.get(name)
-        shown.append(
+        out.append(
             ShotImage(
                 label=label,
-                alt=f"{label}, {m.name} worst frame {g.rank}",
+                alt=f"{label}, {subject}",
                 src=_data_uri(data) if data else None,
                 name=name,
             )
         )
-    value = g.value
-    if value is None and g.value_nonfinite:
-        value = {"+inf": math.inf, "-inf": -math.inf}.get(g.value_nonfinite, math.nan)
+    return out
+
+
+def frame_pictures(
+    images: Mapping[str, bytes],
+    *,
+    frame: int,
+    ref_frame: int | None,
+    dist_image: str | None,
+    ref_image: str | None,
+    diff_image: str | None,
+    subject: str,
+    diff_gain: int | None = DIFF_GAIN,
+    reference: str = "reference",
+    encode: str = "encode",
+) -> list[ShotImage]:
+    """A frame's pictures as the gallery lays them out: reference, encode, difference."""
+    shown = []
+    if ref_image:
+        ref = f" · frame {ref_frame}" if ref_frame is not None else ""
+        shown.append((f"{reference}{ref}", ref_image))
+    if dist_image:
+        shown.append((f"{encode} · frame {frame}", dist_image))
+    if diff_image:
+        gain = f" × {diff_gain}" if diff_gain else ""
+        shown.append((f"difference{gain}", diff_image))
+    return pictures(images, shown, subject)
+
+
+def _number(value: float | None, flag: str | None) -> float | None:
+    """A value as a float, its non-finite flag included (None: no value)."""
+    if value is None and flag:
+        return {"+inf": math.inf, "-inf": -math.inf}.get(flag, math.nan)
+    return value
+
+
+def _shot(
+    g: GalleryEntry, m: MetricView, images: Mapping[str, bytes], diff_gain: int | None
+) -> Shot:
     return Shot(
         anchor=gallery_anchor(m, g.frame),
         rank=g.rank,
         frame=g.frame,
         time=fmt_time(g.time),
-        value=m.value(value),
+        value=m.value(_number(g.value, g.value_nonfinite)),
         metric=m,
-        images=shown,
+        images=frame_pictures(
+            images,
+            frame=g.frame,
+            ref_frame=g.ref_frame,
+            dist_image=g.dist_image,
+            ref_image=g.ref_image,
+            diff_image=g.diff_image,
+            subject=f"{m.name} worst frame {g.rank}",
+            diff_gain=diff_gain,
+        ),
     )
 
 
@@ -530,8 +607,258 @@ def _gallery(
     return groups
 
 
-def _alignment_rows(report: Report) -> list[tuple[str, str]]:
-    a = report.alignment
+# ---------------------------------------------------------------------------- agreement
+
+
+@dataclass(frozen=True)
+class SceneLink:
+    """A scene, and the time range the timeline zooms to when it is clicked."""
+
+    index: int
+    span: str
+    x0: float
+    x1: float
+
+
+def scene_link(index: int, start: float, end: float) -> SceneLink:
+    """A link to a scene that shows it in the timeline, with some context either side."""
+    pad = max((end - start) * SCENE_ZOOM_PAD, 0.5)
+    return SceneLink(index, f"{fmt_time(start)}–{fmt_time(end)}", start - pad, end + pad)
+
+
+@dataclass(frozen=True)
+class AgreeFrame:
+    """A frame two metrics rank far apart, as the page shows it."""
+
+    anchor: str
+    mark: str  # its label on the plot: "1", "2"... for the listed frames, "s4" for scene 4
+    title: str
+    frame: int  # the frame number the page counts in (the source's on the comparison page)
+    frame_note: str | None  # the other frame number
+    time: str
+    value: str
+    other_value: str
+    percentile: str
+    other_percentile: str
+    favoured: str  # the metric that ranks it higher
+    favours_first: bool
+    gap: str
+    scene: SceneLink | None
+    images: list[ShotImage]
+
+
+@dataclass(frozen=True)
+class AgreeScene:
+    scene: SceneLink
+    mean: str
+    other_mean: str
+    rank: str
+    other_rank: str
+    favoured: str
+    favours_first: bool
+    frame: AgreeFrame | None
+
+
+@dataclass(frozen=True)
+class AgreementView:
+    """Where two metrics disagree over one video (or one encode), ready for a template."""
+
+    metric: MetricView
+    other: MetricView
+    frames_compared: str
+    spearman: str
+    pearson: str
+    scene_spearman: str
+    scenes_sentence: str | None
+    other_note: str | None
+    frames: list[AgreeFrame]
+    scenes: list[AgreeScene]
+    cards: list[AgreeFrame]  # every frame shown, once, with its pictures
+    pictures_note: str | None
+    has_diff: bool
+    figure: Figure | None
+    zoom: str | None  # the id of the figure scene links zoom, None: no links
+    frame_heading: str
+    time_heading: str
+
+
+def fmt_share(p: float) -> str:
+    """A percentile (share of frames beaten, 0 to 1) as a percentage."""
+    return f"{p * 100:.1f} %"
+
+
+def _correlation(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}".replace("-", "−")
+
+
+def _agree_frame(
+    f: DisagreeFrame,
+    m: MetricView,
+    o: MetricView,
+    images: Mapping[str, bytes],
+    *,
+    anchor: str,
+    mark: str,
+    title: str,
+    scene: SceneLink | None,
+    on_source: bool,
+    reference: str,
+    encode: str,
+) -> AgreeFrame:
+    if on_source and f.ref_frame is not None:
+        frame, note, t = f.ref_frame, f"encode frame {f.frame}", f.ref_time
+    else:
+        note = f"reference frame {f.ref_frame}" if f.ref_frame is not None else None
+        frame, t = f.frame, f.time
+    first = f.gap > 0
+    return AgreeFrame(
+        anchor=anchor,
+        mark=mark,
+        title=title,
+        frame=frame,
+        frame_note=note,
+        time=fmt_time(t),
+        value=m.value(_number(f.value, f.value_nonfinite)),
+        other_value=o.value(_number(f.other_value, f.other_value_nonfinite)),
+        percentile=fmt_share(f.percentile),
+        other_percentile=fmt_share(f.other_percentile),
+        favoured=m.name if first else o.name,
+        favours_first=first,
+        gap=f"{abs(f.gap) * 100:.0f} points",
+        scene=scene,
+        images=frame_pictures(
+            images,
+            frame=f.frame,
+            ref_frame=f.ref_frame,
+            dist_image=f.dist_image,
+            ref_image=f.ref_image,
+            diff_image=f.diff_image,
+            subject=f"{title}, where {m.name} and {o.name} disagree",
+            reference=reference,
+            encode=encode,
+        ),
+    )
+
+
+def agreement_view(
+    agreement: Agreement,
+    metrics: Mapping[str, MetricView],
+    images: Mapping[str, bytes],
+    *,
+    anchor: Callable[[int], str],
+    scene_of: Callable[[int], SceneLink | None],
+    zoom: str | None,
+    figure: Figure | None = None,
+    on_source: bool = False,
+    reference: str = "reference",
+    encode: str = "encode",
+) -> AgreementView | None:
+    """The view of an agreement (None when no frame was compared). ``anchor`` names a
+    frame's card from its frame number; ``scene_of`` gives a scene's link; ``on_source``:
+    frames are counted and timed on the source (the comparison page)."""
+    if agreement.frames_compared == 0:
+        return None
+    m = metrics.get(agreement.metric) or metric_view(len(metrics), agreement.metric)
+    o = metrics.get(agreement.other) or metric_view(len(metrics) + 1, agreement.other)
+
+    def view(f: DisagreeFrame, mark: str, title: str) -> AgreeFrame:
+        return _agree_frame(
+            f,
+            m,
+            o,
+            images,
+            anchor=anchor(f.frame),
+            mark=mark,
+            title=title,
+            scene=scene_of(f.scene) if f.scene is not None else None,
+            on_source=on_source,
+            reference=reference,
+            encode=encode,
+        )
+
+    frames = [view(f, str(k), f"#{k}") for k, f in enumerate(agreement.frames, 1)]
+    cards = {f.frame: v for f, v in zip(agreement.frames, frames, strict=True)}
+    scenes = []
+    count = agreement.scenes_compared
+    for s in agreement.scenes:
+        link = scene_of(s.scene)
+        if link is None:
+            continue
+        shown = None
+        if s.frame is not None:
+            shown = cards.get(s.frame.frame)
+            if shown is None:
+                shown = view(s.frame, f"s{s.scene}", f"scene {s.scene}")
+                cards[s.frame.frame] = shown
+        first = s.rank > s.other_rank  # rank 1 is the worst scene
+        scenes.append(
+            AgreeScene(
+                scene=link,
+                mean=m.value(s.mean),
+                other_mean=o.value(s.other_mean),
+                rank=f"{s.rank:,} of {count:,}",
+                other_rank=f"{s.other_rank:,} of {count:,}",
+                favoured=m.name if first else o.name,
+                favours_first=first,
+                frame=shown,
+            )
+        )
+    if count >= MIN_SCENES_CORRELATED:
+        scene_spearman = _correlation(agreement.scene_spearman)
+        scenes_sentence = (
+            f"Over the mean scores of {count:,} scenes, Spearman's ρ = {scene_spearman}."
+        )
+    else:
+        scene_spearman = f"— ({count} scene{'' if count == 1 else 's'}: too few)"
+        scenes_sentence = None
+    other_note = None
+    if not o.name.startswith("vmaf"):
+        other_note = f"VMAF was not computed in this run, so {m.name} is held against {o.name}."
+    return AgreementView(
+        metric=m,
+        other=o,
+        frames_compared=fmt_num(agreement.frames_compared),
+        spearman=_correlation(agreement.spearman),
+        pearson=_correlation(agreement.pearson),
+        scene_spearman=scene_spearman,
+        scenes_sentence=scenes_sentence,
+        other_note=other_note,
+        frames=frames,
+        scenes=scenes,
+        cards=list(cards.values()),
+        pictures_note=agreement.pictures_note,
+        has_diff=any(f.diff_image for f in shown_frames(agreement)),
+        figure=figure,
+        zoom=zoom,
+        frame_heading="source frame" if on_source else "frame",
+        time_heading="source time" if on_source else "time",
+    )
+
+
+def _report_agreement(
+    result: ScoreResult, metrics: Mapping[str, MetricView], zoom: str | None
+) -> AgreementView | None:
+    agreement = result.report.agreement
+    if agreement is None:
+        return None
+    spans = {s.index: s for s in result.report.scenes}
+
+    def scene_of(index: int) -> SceneLink | None:
+        s = spans.get(index)
+        return None if s is None else scene_link(index, s.start_time, s.end_time)
+
+    return agreement_view(
+        agreement,
+        metrics,
+        result.images,
+        anchor=lambda frame: f"agree-{frame}",
+        scene_of=scene_of,
+        zoom=zoom,
+        figure=agreement_figure(result.frames, agreement),
+    )
+
+
+def _alignment_rows(a: Alignment | None) -> list[tuple[str, str]]:
     if a is None:
         return []
     rows = [
@@ -602,24 +929,33 @@ def _input_rows(info: InputInfo) -> list[tuple[str, str]]:
 
 
 def _inputs(report: Report) -> dict[str, Any]:
-    cols = [
-        (k, label) for k, label in (("dist", "encode"), ("ref", "reference")) if k in report.inputs
-    ]
-    per_col = [dict(_input_rows(report.inputs[k])) for k, _ in cols]
+    return probe_table(
+        [
+            (label, report.inputs[k])
+            for k, label in (("dist", "encode"), ("ref", "reference"))
+            if k in report.inputs
+        ]
+    )
+
+
+def probe_table(columns: Sequence[tuple[str, InputInfo | None]]) -> dict[str, Any]:
+    """The inputs side by side: a column per (heading, input); None: not probed."""
+    per_col = [dict(_input_rows(info)) if info is not None else {} for _, info in columns]
     labels: list[str] = []
     for rows in per_col:
         labels += [k for k in rows if k not in labels]
     rows = [(label, [r.get(label, "—") for r in per_col]) for label in labels]
+    metadata = [info.metadata if info is not None else {} for _, info in columns]
     tag_keys: list[str] = []
-    for k, _ in cols:
-        tag_keys += [t for t in report.inputs[k].metadata if t not in tag_keys]
-    tags = [(t, [report.inputs[k].metadata.get(t, "—") for k, _ in cols]) for t in tag_keys]
-    return {"columns": [label for _, label in cols], "rows": rows, "tags": tags}
+    for tags_of in metadata:
+        tag_keys += [t for t in tags_of if t not in tag_keys]
+    tags = [(t, [tags_of.get(t, "—") for tags_of in metadata]) for t in tag_keys]
+    return {"columns": [label for label, _ in columns], "rows": rows, "tags": tags}
 
 
-def _models(report: Report) -> list[dict[str, Any]]:
+def _models(models: Sequence[ModelInfo]) -> list[dict[str, Any]]:
     out = []
-    for model in report.models:
+    for model in models:
         rows = [
             ("name", model.name),
             ("mode", model.mode),
@@ -635,7 +971,7 @@ def _models(report: Report) -> list[dict[str, Any]]:
     return out
 
 
-def _run(report: Report) -> dict[str, Any]:
+def _run(report: Report | CompareReport) -> dict[str, Any]:
     run = report.run
     rows = [
         ("topiq-video", run.tool_version),
@@ -716,6 +1052,16 @@ def _inline_script(text: str) -> Markup:
     return Markup(_SCRIPT_END.sub(r"<\\/\1", text))
 
 
+def page_assets() -> dict[str, Any]:
+    """The parts every page inlines: its policy, style sheet, page script and plotly.js."""
+    return {
+        "csp": CSP,
+        "css": Markup(_STYLE_END.sub(r"<\\/\1", _static("report.css"))),
+        "page_js": _inline_script(_static("report.js")),
+        "plotly_js": _inline_script(_plotly_js()),
+    }
+
+
 def render_html(result: ScoreResult) -> str:
     """The report page of a result, as one self-contained HTML string."""
     started = time.perf_counter()
@@ -737,19 +1083,35 @@ def render_html(result: ScoreResult) -> str:
         if fig is not None:
             distributions.append((m, fig))
     search = search_figure(report.alignment)
+    agreement = _report_agreement(result, by_name, timeline.id if timeline else None)
     figures: list[Figure] = [
-        f for f in (timeline, *(f for _, f in distributions), search) if f is not None
+        f
+        for f in (
+            timeline,
+            *(f for _, f in distributions),
+            agreement.figure if agreement else None,
+            search,
+        )
+        if f is not None
     ]
     gallery = _gallery(result, metrics, anchors, DIFF_GAIN)
+    sections = [
+        ("summary", "Summary"),
+        ("timeline", "Timeline"),
+        ("scenes", "Scenes"),
+        ("distribution", "Distribution"),
+        ("gallery", "Worst frames"),
+        *([("agreement", "Where metrics disagree")] if agreement else []),
+        ("alignment", "Alignment"),
+        ("inputs", "Inputs & model"),
+    ]
     context = {
-        "csp": CSP,
-        "css": Markup(_STYLE_END.sub(r"<\\/\1", _static("report.css"))),
-        "page_js": _inline_script(_static("report.js")),
-        "plotly_js": _inline_script(_plotly_js()),
+        **page_assets(),
         "dist_name": _basename(dist.path) if dist else "input",
         "ref_name": _basename(report.inputs["ref"].path) if report.full_reference else None,
         "title_tag": dist.metadata.get("title") if dist else None,
         "pills": _pills(report, len(result.frames)),
+        "sections": sections,
         "interruption": _interruption(report.interruption),
         "warnings": list(report.warnings),
         "has_alignment": report.alignment is not None,
@@ -766,10 +1128,13 @@ def render_html(result: ScoreResult) -> str:
         "gallery": gallery,
         "has_diff": any(g.diff_image for g in report.gallery),
         "diff_caption": DIFF_CAPTION,
-        "alignment_rows": _alignment_rows(report),
+        "agreement": agreement,
+        # How far apart the engine keeps the listed frames (the result does not record it).
+        "agree_spacing": fmt_num(GALLERY_SPACING_S),
+        "alignment_rows": _alignment_rows(report.alignment),
         "search": search,
         "inputs": _inputs(report),
-        "models": _models(report),
+        "models": _models(report.models),
         "metric_infos": metrics,
         "run": _run(report),
         "credits": report.credits,

@@ -129,6 +129,97 @@ def frame_planes(frame: av.VideoFrame) -> tuple[tuple[np.ndarray, ...], str]:
     return frame_planes(frame.reformat(format=fallback_format(frame.format)))
 
 
+def upright_planes(frame: av.VideoFrame, rotation: int) -> tuple[tuple[np.ndarray, ...], str, Any]:
+    """A decoded frame's native planes turned upright, their pix_fmt and colour facts."""
+    planes, pix_fmt = frame_planes(frame)
+    color = color_info(
+        frame.colorspace,
+        frame.color_range,
+        frame.color_trc,
+        frame.color_primaries,
+        frame.format.name,
+        frame.height,
+    )
+    return rotate_planes(planes, rotation), pix_fmt, color
+
+
+SEEK_RETRY_S = 10.0  # how much earlier a second seek starts when the first overshot
+
+
+def frames_at(source: str | Path, times: Iterable[float]) -> dict[float, VideoFrame]:
+    """The frames shown at ``times`` (seconds since the stream's first frame, as the pass
+    numbered them) of a seekable file, each found by seeking to the keyframe before it.
+
+    For the few pictures chosen after a pass (where only the whole run tells which), not
+    for reading a stream: a time with no frame within half a frame of it is left out.
+    """
+    wanted = sorted(set(float(t) for t in times))
+    found: dict[float, VideoFrame] = {}
+    if not wanted:
+        return found
+    container = open_container(source)
+    try:
+        info = describe(container, source)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = stream.time_base
+        first_pts = stream.start_time or 0
+        half = 0.5 * (info.frame_duration or 1.0 / 30)
+        for t in wanted:
+            for lead in (0.0, SEEK_RETRY_S):
+                frame = _decode_at(container, stream, first_pts, tb, t, lead, half)
+                if frame is not None:
+                    break
+            if frame is None:
+                logger.info("%s: no frame found at %.3f s", show_source(source), t)
+                continue
+            planes, pix_fmt, color = upright_planes(frame, info.rotation)
+            height, width = planes[0].shape[:2]
+            found[t] = VideoFrame(
+                index=-1,
+                pts=int(frame.pts),
+                time_base=tb,
+                time=float((frame.pts - first_pts) * tb),
+                planes=planes,
+                pix_fmt=pix_fmt,
+                color=color,
+                width=width,
+                height=height,
+            )
+    except av.error.FFmpegError as exc:
+        logger.warning("%s: seeking for pictures failed: %s", show_source(source), exc)
+    finally:
+        container.close()
+    return found
+
+
+def _decode_at(
+    container: Any, stream: Any, first_pts: int, tb: Fraction, t: float, lead: float,
+    half: float,
+) -> av.VideoFrame | None:  # fmt: skip
+    """The frame shown at ``t`` after a seek to the keyframe at or before ``t - lead``;
+    None when the seek landed past it or no frame lies within ``half`` of it."""
+    target = first_pts + int(round(max(0.0, t - lead) / tb))
+    container.seek(target, stream=stream, backward=True, any_frame=False)
+    best: tuple[float, av.VideoFrame] | None = None
+    for packet in container.demux(stream):
+        try:
+            decoded = packet.decode()
+        except av.error.FFmpegError:
+            continue
+        for frame in decoded:
+            if frame.pts is None:
+                continue
+            at = float((frame.pts - first_pts) * tb)
+            if best is None and at > t + half:
+                return None  # the seek overshot: try from earlier
+            if abs(at - t) <= half and (best is None or abs(at - t) < best[0]):
+                best = (abs(at - t), frame)
+            if at > t + half:
+                return best[1] if best is not None else None
+    return best[1] if best is not None else None
+
+
 def luma_thumbnail(planes: tuple[np.ndarray, ...], bit_depth: int, full_range: bool) -> np.ndarray:
     """A (36, 64) float32 picture of the luma in [0, 1], area-averaged (for alignment:
     matching is by correlation, so RGB frames use plain BT.709 weights)."""
@@ -762,17 +853,7 @@ class PyAVSource:
         return recorded
 
     def _planes(self, frame: av.VideoFrame) -> tuple[tuple[np.ndarray, ...], str, object]:
-        planes, pix_fmt = frame_planes(frame)
-        planes = rotate_planes(planes, self._info.rotation)
-        color = color_info(
-            frame.colorspace,
-            frame.color_range,
-            frame.color_trc,
-            frame.color_primaries,
-            frame.format.name,
-            frame.height,
-        )
-        return planes, pix_fmt, color
+        return upright_planes(frame, self._info.rotation)
 
     def _decode_frames(self, packets: Iterable[av.Packet]) -> None:
         tb = self._info.time_base

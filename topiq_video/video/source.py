@@ -287,7 +287,10 @@ def open_container(
         micro = str(int(timeout * 1_000_000))
         # rw_timeout bounds every protocol's reads; rtsp and udp/http also take "timeout"
         # (all in microseconds); av.open's own timeout bounds it via the interrupt callback.
-        options = {"rw_timeout": micro, "timeout": micro}
+        # RTMP's "timeout" is a listen timeout instead: it would make the client a server.
+        options = {"rw_timeout": micro}
+        if not scheme.startswith("rtmp"):
+            options["timeout"] = micro
         if scheme.startswith("rtsp"):
             options["rtsp_transport"] = rtsp_transport
         try:

@@ -34,6 +34,18 @@
     });
   });
 
+  // Links with data-zoom show a time range of a figure (e.g. a scene in the timeline).
+  document.addEventListener('click', function (e) {
+    var link = e.target.closest ? e.target.closest('a[data-zoom]') : null;
+    if (!link || typeof Plotly === 'undefined') return;
+    var el = document.getElementById(link.getAttribute('data-zoom'));
+    var x0 = parseFloat(link.getAttribute('data-x0'));
+    var x1 = parseFloat(link.getAttribute('data-x1'));
+    if (el && el.layout && isFinite(x0) && isFinite(x1)) {
+      Plotly.relayout(el, {'xaxis.range': [x0, x1]});
+    }
+  });
+
   var root = document.documentElement;
   var figures = JSON.parse(document.getElementById('report-figures').textContent);
   if (typeof Plotly === 'undefined') {
