@@ -155,7 +155,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _feed_later(fifo: Path, data: bytes) -> threading.Thread:
+def _feed_once(fifo: Path, data: bytes) -> threading.Thread:
     """Write ``data`` into the pipe as soon as a reader opens it, then close it (EOF)."""
 
     def feed() -> None:
@@ -165,6 +165,38 @@ def _feed_later(fifo: Path, data: bytes) -> threading.Thread:
     thread = threading.Thread(target=feed, daemon=True)
     thread.start()
     return thread
+
+
+class _Feeder:
+    """Writes ``data`` into the pipe for each reader that opens it, then closes it (EOF).
+
+    Every open gets the whole clip: on a loaded machine the pipe is sometimes opened
+    briefly by a process other than the rerun's (strace of the rerun shows a single
+    open), and a clip that went to it must not leave the rerun waiting forever."""
+
+    def __init__(self, fifo: Path, data: bytes) -> None:
+        self.fifo, self.data = fifo, data
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._feed, daemon=True)
+        self.thread.start()
+
+    def _feed(self) -> None:
+        while not self.stopped.is_set():
+            with contextlib.suppress(BrokenPipeError), open(self.fifo, "wb") as fh:
+                if self.stopped.is_set():
+                    return
+                fh.write(self.data)  # open blocks until the scoring side opens the pipe
+            # A reader sees the end of the clip only once no writer holds the pipe: open it
+            # again only when that reader is gone.
+            while _readers(self.fifo) and not self.stopped.is_set():
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        self.stopped.set()
+        # Release a writer blocked in open(): a reader that opens and closes at once.
+        with contextlib.suppress(OSError):
+            os.close(os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK))
+        self.thread.join(WAIT_S)
 
 
 # ---------------------------------------------------------------------------- manifest, ids
@@ -566,6 +598,15 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.Popen:
     )
 
 
+def _output(proc: subprocess.Popen, timeout: float) -> str:
+    """What ``proc`` printed; on a timeout it is killed and the output shown."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"no end after {timeout:g} s; output:\n{proc.communicate()[0]}")
+
+
 @pytest.mark.parametrize("runner", ["in-process", pytest.param("ray", marks=pytest.mark.ray)])
 def test_driver_killed_midway_resumes_with_only_the_rest(runner, videos, tmp_path, request):
     """SIGKILL of the command while its third item (a pipe the test holds) is in flight: the
@@ -613,17 +654,19 @@ def test_driver_killed_midway_resumes_with_only_the_rest(runner, videos, tmp_pat
     assert set(left.loc[left["status"] != "done", "status"]) <= {"skipped"}
     stamps = {i: (out / "items" / i / ITEM_FILE).stat().st_mtime_ns for i in ids[:2]}
 
-    feeder = _feed_later(fifo, (videos / "enc30.mkv").read_bytes())
+    feeder = _Feeder(fifo, (videos / "enc30.mkv").read_bytes())
     rerun = _cli(*args, env=env)
-    output, _ = rerun.communicate(timeout=WAIT_S * 2)
-    feeder.join(WAIT_S)
+    try:
+        output = _output(rerun, WAIT_S * 2)
+    finally:
+        feeder.close()
     assert rerun.returncode == 0, output
     assert "4 items: 2 done, 0 failed, 2 skipped (done before)" in output
     assert {i: (out / "items" / i / ITEM_FILE).stat().st_mtime_ns for i in ids[:2]} == stamps
     final = pd.read_parquet(out / CATALOG_FILE)
     assert list(final["resumed"]) == [True, True, False, False]
 
-    feeder = _feed_later(fifo, (videos / "enc30.mkv").read_bytes())
+    feeder = _feed_once(fifo, (videos / "enc30.mkv").read_bytes())
     whole = run_batch(path, tmp_path / "whole", use_ray=False, metrics=METRICS)
     feeder.join(WAIT_S)
     assert whole.done == 4
@@ -645,3 +688,27 @@ def test_catalog_and_index_exist_before_any_item_finishes(manifest, tmp_path):
             manifest, tmp_path / "out", use_ray=False, metrics=METRICS, on_progress=on_progress
         )
     assert list(seen["catalog"]["status"]) == ["skipped"] * 6 and seen["index"]
+
+
+def test_vmaf_per_row_model_reaches_each_item(videos, tmp_path):
+    """VMAF rides along in a batch like in `report`: a row's vmaf_model is the model used,
+    and the catalog's means are the items' own (read back from their reports)."""
+    pytest.importorskip("imageio_ffmpeg")
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "dist,ref,vmaf_model\n"
+        f"{videos / 'enc28.mp4'},{videos / 'source.mp4'},\n"
+        f"{videos / 'enc28.mp4'},{videos / 'source.mp4'},vmaf_v0.6.1neg\n"
+    )
+    result = run_batch(path, tmp_path / "out", use_ray=False, metrics="psnr_y,vmaf", offset=0)
+    catalog = pd.read_parquet(result.catalog_path).set_index("row")
+    assert list(catalog["status"]) == ["done", "done"]
+    folders = _folders(result.out_dir)
+    means = []
+    for row in (1, 2):
+        saved = ScoreResult.load(folders[catalog.loc[row, "id"]])
+        assert catalog.loc[row, "vmaf_mean"] == saved.summary["vmaf"].mean
+        means.append(saved.summary["vmaf"].mean)
+    assert catalog.loc[1, "id"] != catalog.loc[2, "id"]
+    # NEG (no enhancement gain) scores this encode differently from the default model.
+    assert 0 < means[0] <= 100 and 0 < means[1] <= 100 and means[0] != means[1]

@@ -179,6 +179,7 @@ def _as_offset(value: Any, name: str) -> float | str:
 ROW_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], str]] = {
     "model": (_as_text, "model"),
     "metrics": (_as_metrics, "metrics"),
+    "vmaf_model": (_as_text, "vmaf_model"),
     "offset": (_as_offset, "offset"),
     "max_offset": (_as_float, "max_offset"),
     "scale_to": (_as_text, "scale_to"),

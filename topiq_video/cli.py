@@ -697,7 +697,7 @@ def batch_cmd(
     """Score every item of MANIFEST: one report each, a catalog and an index page.
 
     MANIFEST is CSV, Parquet or JSON lines with a column 'dist' and optionally 'ref',
-    'label' and per-row options (model, metrics, offset, max_offset, scale_to, start,
+    'label' and per-row options (model, metrics, vmaf_model, offset, max_offset, scale_to, start,
     duration, every, sample_fps, max_frames, scenes, worst, gallery); relative paths are
     found from its folder. The options here are every row's defaults (--ref too, for rows
     without one). A rerun with the same --out skips the items already done.
