@@ -604,7 +604,8 @@ def _output(proc: subprocess.Popen, timeout: float) -> str:
         return proc.communicate(timeout=timeout)[0]
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError(f"no end after {timeout:g} s; output:\n{proc.communicate()[0]}")
+        output = proc.communicate()[0]
+        raise AssertionError(f"no end after {timeout:g} s; output:\n{output}") from None
 
 
 @pytest.mark.parametrize("runner", ["in-process", pytest.param("ray", marks=pytest.mark.ray)])

@@ -58,10 +58,13 @@ _LAZY = {
     "Agreement": "topiq_video.result",
     "disagreement": "topiq_video.agreement",
     "FFmpegMetrics": "topiq_video.vmaf",
+    "run_batch": "topiq_video.batch",
+    "BatchResult": "topiq_video.batch",
 }
 
 if TYPE_CHECKING:
     from topiq_video.agreement import disagreement
+    from topiq_video.batch import BatchResult, run_batch
     from topiq_video.compare import EncodeSpec, compare_encodes
     from topiq_video.metrics import psnr_y, ssim_y
     from topiq_video.model import load_model
@@ -91,6 +94,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BatchResult",
+    "run_batch",
     "Agreement",
     "AlignmentError",
     "DependencyError",

@@ -46,8 +46,11 @@ def why_not_seekable(source: Any, info: Any) -> str | None:
         return "a live stream cannot be sought"
     if is_network_source(source) or scheme_of(source) == "pipe":
         return "a network stream or pipe cannot be read twice"
-    if not Path(str(source)).is_file():
+    path = Path(str(source))
+    if not path.exists():
         return "the input file is no longer there"
+    if not path.is_file():
+        return "the input is not a regular file (a named pipe or device cannot be read twice)"
     return None
 
 
