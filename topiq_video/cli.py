@@ -248,6 +248,47 @@ def _metric_list(value: str | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def scene_options(
+    *,
+    scenes_help: str,
+    no_scenes_help: str,
+    threshold_help: str = "Content change (HSV, 0-255 scale) that makes a cut; raise it for "
+    "fewer cuts.",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--scenes, --no-scenes, --scene-threshold and --min-scene-len (report, batch, compare)."""
+    options = [
+        click.option(
+            "--scenes",
+            "scenes_file",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help=scenes_help,
+        ),
+        click.option("--no-scenes", is_flag=True, help=no_scenes_help),
+        click.option(
+            "--scene-threshold",
+            type=click.FloatRange(min=0, min_open=True),
+            default=DEFAULT_SCENE_THRESHOLD,
+            show_default=True,
+            help=threshold_help,
+        ),
+        click.option(
+            "--min-scene-len",
+            type=click.IntRange(min=0),
+            default=DEFAULT_MIN_SCENE_LEN,
+            show_default=True,
+            help="Shortest scene, in frames.",
+        ),
+    ]
+
+    def apply(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
 def scoring_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options shared by `score` and `report`; defaults come from the library."""
     options = [
@@ -488,27 +529,9 @@ def score_cmd(dist: str, output: str | None, **kwargs: Any) -> None:
     help="Folder for report.html, report.json, frames.parquet, frames.csv and gallery/. "
     "Default: reports/<DIST stem>/",
 )
-@click.option(
-    "--scenes",
-    "scenes_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="Import cuts (PySceneDetect CSV, or one time/frame a line) instead of detecting them.",
-)
-@click.option("--no-scenes", is_flag=True, help="Treat the whole video as one scene.")
-@click.option(
-    "--scene-threshold",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_SCENE_THRESHOLD,
-    show_default=True,
-    help="Content change (HSV, 0-255 scale) that makes a cut; raise it for fewer cuts.",
-)
-@click.option(
-    "--min-scene-len",
-    type=click.IntRange(min=0),
-    default=DEFAULT_MIN_SCENE_LEN,
-    show_default=True,
-    help="Shortest scene, in frames.",
+@scene_options(
+    scenes_help="Import cuts (PySceneDetect CSV, or one time/frame a line) instead of detecting them.",
+    no_scenes_help="Treat the whole video as one scene.",
 )
 @click.option(
     "--worst",
@@ -641,27 +664,9 @@ def render_cmd(report_json: str, output_dir: str | None) -> None:
     show_default=True,
     help="CPUs reserved per worker (decoding and, without a GPU, scoring).",
 )
-@click.option(
-    "--scenes",
-    "scenes_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="Import these cuts for every item (a manifest column 'scenes' sets them per row).",
-)
-@click.option("--no-scenes", is_flag=True, help="Treat each video as one scene.")
-@click.option(
-    "--scene-threshold",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_SCENE_THRESHOLD,
-    show_default=True,
-    help="Content change (HSV, 0-255 scale) that makes a cut; raise it for fewer cuts.",
-)
-@click.option(
-    "--min-scene-len",
-    type=click.IntRange(min=0),
-    default=DEFAULT_MIN_SCENE_LEN,
-    show_default=True,
-    help="Shortest scene, in frames.",
+@scene_options(
+    scenes_help="Import these cuts for every item (a manifest column 'scenes' sets them per row).",
+    no_scenes_help="Treat each video as one scene.",
 )
 @click.option(
     "--worst",
@@ -819,27 +824,10 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     help="Folder for compare.html, compare.json, frames.parquet and gallery/. "
     "Default: reports/compare-<source stem>/",
 )
-@click.option(
-    "--scenes",
-    "scenes_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="Import the source's cuts instead of detecting them.",
-)
-@click.option("--no-scenes", is_flag=True, help="Treat the whole video as one scene.")
-@click.option(
-    "--scene-threshold",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_SCENE_THRESHOLD,
-    show_default=True,
-    help="Content change (HSV, 0-255 scale) that makes a cut in the source.",
-)
-@click.option(
-    "--min-scene-len",
-    type=click.IntRange(min=0),
-    default=DEFAULT_MIN_SCENE_LEN,
-    show_default=True,
-    help="Shortest scene, in frames.",
+@scene_options(
+    scenes_help="Import the source's cuts instead of detecting them.",
+    no_scenes_help="Treat the whole video as one scene.",
+    threshold_help="Content change (HSV, 0-255 scale) that makes a cut in the source.",
 )
 @click.option(
     "--gallery",
